@@ -1,0 +1,68 @@
+"""The `bertctl` command line: one Typer app, one module per subcommand.
+
+Commands are thin: parse options, load the recipe, call a plain library function.
+Heavy libraries (torch, transformers, peft) are imported inside the command bodies so
+that `bertctl --help` stays fast. Every `BertctlError` becomes one red line and exit
+code 2 here, in one place (`Group.invoke`), so CliRunner tests see the same behaviour.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from bertctl.errors import BertctlError
+
+_state = {"debug": os.environ.get("BERTCTL_DEBUG", "") not in ("", "0")}
+
+
+class Group(TyperGroup):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except BertctlError as e:
+            if _state["debug"]:
+                raise
+            from rich.console import Console
+
+            Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {e.line()}", markup=True)
+            ctx.exit(e.exit_code)
+
+
+app = typer.Typer(
+    cls=Group,
+    name="bertctl",
+    help="Pretrain, fine-tune, evaluate, probe and prompt BERT- and GPT-style models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one error line.")):
+    if debug:
+        _state["debug"] = True
+
+
+def _register() -> None:
+    from bertctl.commands import eval_glue, finetune, pretrain, probe, prompt, recipes
+
+    app.command("pretrain", no_args_is_help=False)(pretrain.pretrain)
+    app.command("finetune")(finetune.finetune)
+    app.command("eval-glue")(eval_glue.eval_glue)
+    app.add_typer(probe.app, name="probe")
+    app.command("prompt")(prompt.prompt)
+    app.add_typer(recipes.app, name="recipes")
+
+
+_register()
+
+
+def main() -> None:  # console-script entry point
+    sys.exit(app())

