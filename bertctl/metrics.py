@@ -172,7 +172,7 @@ def squad(predictions: dict, references: list[dict]) -> dict:
         golds = _answer_texts(ref["answers"])
         pred = predictions.get(ref["id"])
         scores = (0.0, 0.0) if pred is None else (squad_em(pred, golds), squad_f1(pred, golds))
-        groups["has_answer" if _golds(golds) != [""] else "no_answer"].append(scores)
+        groups["has_answer" if golds else "no_answer"].append(scores)
 
     def summary(scores, prefix=""):
         return {

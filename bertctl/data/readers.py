@@ -58,16 +58,15 @@ def _lines(path: Path, encoding: str = "utf-8", newline: str | None = None) -> I
     UTF-8 is read as "utf-8-sig": some GLUE files (MRPC train/dev) start with a byte-order
     mark that would otherwise end up glued to the first column name.
     """
-    if codecs.lookup(encoding).name == "utf-8":
-        encoding = "utf-8-sig"
+    codec = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
     try:
-        with open(path, encoding=encoding, newline=newline) as f:
+        with open(path, encoding=codec, newline=newline) as f:
             yield from f
     except UnicodeDecodeError:
-        line = _first_bad_line(path, encoding)
+        line = _first_bad_line(path, codec)
         where = f" (line {line})" if line else ""
         raise BertctlError(
-            f"{path} is not valid {encoding.replace('-sig', '')} text{where}",
+            f"{path} is not valid {encoding.upper()} text{where}",
             fix="re-encode it as UTF-8, e.g. `iconv -f latin1 -t utf-8 IN > OUT`",
         ) from None
 
@@ -374,7 +373,7 @@ def _squad_question(path: Path, qa: dict, context: str, seen: set) -> dict:
     if qid in seen:
         raise BertctlError(f"{path}: question id {qid} appears twice", fix="give every question a unique id")
     seen.add(qid)
-    impossible = bool(qa.get("is_impossible", False))
+    question, impossible = qa["question"], bool(qa.get("is_impossible", False))
     texts, starts = [], []
     for answer in qa["answers"]:
         text, start = answer["text"], answer["answer_start"]
@@ -397,7 +396,7 @@ def _squad_question(path: Path, qa: dict, context: str, seen: set) -> dict:
         )
     return {
         "id": qid,
-        "question": qa["question"],
+        "question": question,
         "context": context,
         "answers": {"text": texts, "answer_start": starts},
         "is_impossible": impossible,
