@@ -1,8 +1,32 @@
-"""`bertctl pretrain` (placeholder until its module lands)."""
+"""`bertctl pretrain [RECIPE] [key=value ...]`: MLM (+NSP/SOP) or causal-LM pretraining."""
 
-from bertctl.errors import BertctlError
+from __future__ import annotations
+
+from typing import List, Optional
+
+from bertctl.commands._common import ARGS, OUT, RESUME, console, split_args, wrote
 
 
-def pretrain() -> None:
-    """Not built yet."""
-    raise BertctlError("`bertctl pretrain` is not built yet")
+def pretrain(args: Optional[List[str]] = ARGS, out: Optional[str] = OUT, resume: bool = RESUME) -> None:
+    """Pretrain a BERT (MLM with NSP/SOP, whole-word or span masking) or a GPT-style causal LM.
+
+    With no arguments: a small BERT on the generated World corpus, offline, in a few minutes.
+    Examples: `bertctl pretrain pretrain_sop`, `bertctl pretrain train.max_steps=50`,
+    `bertctl pretrain data.source=corpus.txt model.layers=4`.
+    """
+    from bertctl.pretraining.config import PretrainRecipe
+    from bertctl.recipe import load
+    from bertctl.report import print_table
+    from bertctl.runs import Run
+
+    source, overrides = split_args(args)
+    recipe, path = load(PretrainRecipe, source, overrides, default="pretrain")
+    run = Run.create(out, "pretrain", resume)
+    console().print(f"[bold]bertctl pretrain[/] {path.name} -> {run.path}")
+
+    from bertctl.pretraining.run import pretrain as run_pretrain, results_rows
+
+    metrics = run_pretrain(recipe, run, resume)
+    if run.main:
+        print_table("Pretraining results (held-out)", results_rows(metrics), ["metric", "value"])
+        wrote(run.path)

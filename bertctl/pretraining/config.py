@@ -1,0 +1,125 @@
+"""The `bertctl pretrain` recipe (pure pydantic: importing it never imports torch).
+
+A recipe says what to read (`data`), how to cut it into tokens (`tokenizer`), what to
+build or continue (`model`), what to learn (`objective`), how long (`train`) and how to
+measure it (`eval`). Every block has defaults, so `bertctl pretrain` with no recipe at
+all runs the small MLM+NSP job on the generated World corpus.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, ValidationInfo, model_validator
+
+from bertctl.config import TrainSettings
+from bertctl.recipe import OptionalPath, PathStr, Section, _resolve_path
+
+
+def _path_or_keyword(value: str, info: ValidationInfo) -> str:
+    """A path (resolved like PathStr) unless it is one of our keywords: a folder that
+    happens to be called `scratch` in the working directory must not hijack `scratch`."""
+    return value if value in ("scratch", "auto", "train") else _resolve_path(value, info)
+
+
+PathOrKeyword = Annotated[str, AfterValidator(_path_or_keyword)]
+
+
+class WorldCorpus(Section):
+    """The corpus bertctl generates itself (offline, seeded): used when data.source is unset."""
+
+    n_docs: int = Field(3000, gt=1, description="documents per language (5-7 sentences each)")
+    seed: int = 0
+    languages: list[Literal["en", "xx"]] = Field(default_factory=lambda: ["en"], min_length=1)
+
+
+class DataSection(Section):
+    source: PathStr | list[PathStr] | None = Field(
+        None, description="text file/folder (blank line between documents), .jsonl, a saved dataset folder, "
+                          "or a Hugging Face dataset id; unset = the generated World corpus")
+    format: Literal["auto", "text", "jsonl", "hf"] = "auto"
+    text_field: str = Field("text", description="the column holding a document (jsonl / datasets)")
+    hf_config: str | None = Field(None, description="dataset configuration name (hf)")
+    hf_split: str = "train"
+    world: WorldCorpus = Field(default_factory=WorldCorpus)
+    heldout: float = Field(0.05, gt=0, lt=0.5, description="fraction of documents held out for evaluation")
+    max_docs: int | None = Field(None, gt=1, description="read at most this many documents")
+    cache_dir: OptionalPath = Field(None, description="token cache (default $BERTCTL_CACHE or ~/.cache/bertctl)")
+
+
+class TokenizerSection(Section):
+    source: PathOrKeyword = Field("auto", description="'train' (WordPiece on the corpus), a checkpoint/hub id/run folder "
+                                            "whose tokenizer to reuse, or 'auto' (train from scratch, else reuse)")
+    vocab_size: int = Field(3000, ge=100)
+    lowercase: bool = True
+    min_frequency: int = Field(2, ge=1)
+    max_docs: int = Field(200_000, gt=0, description="train the tokenizer on at most this many documents")
+
+
+class ModelSection(Section):
+    init: PathOrKeyword = Field("scratch", description="'scratch', or a checkpoint to continue: run folder, HF folder, hub id, 'minilm'")
+    layers: int = Field(2, gt=0)
+    hidden: int = Field(128, gt=0)
+    heads: int = Field(2, gt=0)
+    intermediate: int = Field(512, gt=0)
+    max_length: int = Field(128, ge=16, description="tokens per sequence (also the position-embedding size from scratch)")
+    dropout: float = Field(0.1, ge=0, lt=1)
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+
+    @model_validator(mode="after")
+    def _heads(self):
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
+        return self
+
+
+class ObjectiveSection(Section):
+    kind: Literal["mlm", "causal"] = Field("mlm", description="masked LM (BERT) or next-token LM (GPT)")
+    pairs: Literal["none", "nsp", "sop"] = Field("nsp", description="sentence-pair task next to MLM")
+    masking: Literal["token", "whole_word", "span"] = "token"
+    mask_rate: float = Field(0.15, gt=0, lt=1)
+    mask_token: float = Field(0.8, ge=0, le=1, description="share of chosen tokens replaced by [MASK]")
+    random_token: float = Field(0.1, ge=0, le=1, description="share replaced by a random token (rest kept)")
+    span_p: float = Field(0.2, gt=0, le=1, description="geometric parameter of span lengths (SpanBERT: 0.2)")
+    span_max: int = Field(10, gt=0, description="longest span, in words")
+    short_seq_prob: float = Field(0.1, ge=0, le=1, description="pairs: chance of a shorter target length (BERT)")
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.mask_token + self.random_token > 1 + 1e-9:
+            raise ValueError("mask_token + random_token must be at most 1 (the rest is kept unchanged)")
+        if self.kind == "causal" and self.pairs != "none":
+            raise ValueError("a causal LM has no sentence-pair head: set objective.pairs=none")
+        return self
+
+
+class EvalSection(Section):
+    max_sequences: int = Field(1000, gt=0, description="held-out sequences evaluated at each evaluation")
+    batch_size: int = Field(64, gt=0)
+
+
+def _default_train() -> TrainSettings:
+    return TrainSettings(max_steps=300, batch_size=32, lr=1e-3, warmup=0.06, log_every=10, save_every=100)
+
+
+class PretrainRecipe(Section):
+    command: Literal["pretrain"] = "pretrain"
+    data: DataSection = Field(default_factory=DataSection)
+    tokenizer: TokenizerSection = Field(default_factory=TokenizerSection)
+    model: ModelSection = Field(default_factory=ModelSection)
+    objective: ObjectiveSection = Field(default_factory=ObjectiveSection)
+    train: TrainSettings = Field(default_factory=_default_train)
+    eval: EvalSection = Field(default_factory=EvalSection)
+
+    @property
+    def from_scratch(self) -> bool:
+        return self.model.init == "scratch"
+
+    @property
+    def tokenizer_source(self) -> str | None:
+        """None: train a WordPiece tokenizer; else where to load one from."""
+        src = self.tokenizer.source
+        if src == "auto":
+            return None if self.from_scratch else self.model.init
+        return None if src == "train" else src

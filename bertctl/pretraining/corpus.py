@@ -1,0 +1,453 @@
+"""Pretraining data: read documents, train a tokenizer, tokenise once into a cache, pack.
+
+Documents (lists of sentences) stream from
+  - the generated World corpus (data.source unset; written once into the cache),
+  - text files or folders of .txt files (one sentence per line, blank line between documents),
+  - JSON lines with a text field (one document per line),
+  - a dataset saved with `save_to_disk`, or a Hugging Face dataset id / data folder (streamed).
+Only one document is in memory at a time (plus a block of 1,000 for NSP's random
+segments), so a corpus larger than RAM works.
+
+The tokenised, packed sequences are written once to a cache folder named by a hash of
+everything they depend on (the corpus files with sizes and mtimes, the tokenizer, the
+length, the objective, the seed): `tokens.bin` (all token ids, flat) and `index.bin`
+(start, length, length of segment A, pair label per sequence), both memory-mapped on
+read, as nanoGPT's train.bin. Every tenth/twentieth/... document (data.heldout) goes to
+the held-out split, which is packed separately, so no held-out text is ever trained on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from bertctl.errors import BertctlError
+
+CACHE_VERSION = 1  # bump when the cache layout or packing changes
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)")
+
+
+def cache_root(data) -> Path:
+    root = data.cache_dir or os.environ.get("BERTCTL_CACHE") or Path.home() / ".cache" / "bertctl"
+    return Path(root)
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------ documents
+
+
+def world_files(data) -> list[Path]:
+    """The World corpus as one text file per language, generated once into the cache."""
+    from bertctl.data import world
+
+    w = data.world
+    generator = hashlib.sha256(Path(world.__file__).read_bytes()).hexdigest()[:12]  # new generator -> new text
+    files = []
+    for k, language in enumerate(w.languages):
+        # languages get different seeds: comparable, not parallel, corpora (as mBERT's)
+        seed = w.seed + k
+        path = cache_root(data) / "world" / f"{language}-seed{seed}-n{w.n_docs}-{generator}.txt"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            world.write_corpus(tmp, w.n_docs, seed=seed, language=language)
+            os.replace(tmp, path)  # atomic: a half-written corpus is never read as whole
+        files.append(path)
+    return files
+
+
+def _sources(data) -> list[str]:
+    if data.source is None:
+        return [str(p) for p in world_files(data)]
+    return list(data.source) if isinstance(data.source, list) else [data.source]
+
+
+def _format_of(source: str, fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    path = Path(source)
+    if path.is_file():
+        return "jsonl" if path.suffix.lower() in (".jsonl", ".json") else "text"
+    if path.is_dir():
+        if (path / "state.json").exists() or (path / "dataset_dict.json").exists():
+            return "hf"
+        return "text" if any(path.rglob("*.txt")) else "hf"
+    if source.startswith((".", "/", "~")) or Path(source).suffix in (".txt", ".jsonl", ".json"):
+        raise BertctlError(f"corpus {source} does not exist", fix="check data.source")
+    return "hf"  # a dataset id
+
+
+def split_sentences(text: str) -> list[str]:
+    """A document's sentences: its non-blank lines, or, for a single line, split after . ! ?"""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) == 1:
+        lines = [s for s in _SENTENCE_END.split(lines[0]) if s]
+    return lines
+
+
+def _jsonl_documents(path: Path, field: str) -> Iterator[list[str]]:
+    with open(path, encoding="utf-8-sig") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise BertctlError(f"{path}: line {number} is not valid JSON ({e.msg})", fix="fix that line") from None
+            if not isinstance(row, dict) or field not in row:
+                keys = ", ".join(row) if isinstance(row, dict) else type(row).__name__
+                raise BertctlError(f"{path}: line {number} has no '{field}' field (has: {keys})",
+                                   fix="set data.text_field to the column holding the text")
+            sentences = split_sentences(str(row[field] or ""))
+            if sentences:
+                yield sentences
+
+
+def _hf_documents(source: str, data) -> Iterator[list[str]]:
+    import datasets
+
+    try:
+        if Path(source).is_dir() and ((Path(source) / "state.json").exists() or (Path(source) / "dataset_dict.json").exists()):
+            ds = datasets.load_from_disk(source)
+            if isinstance(ds, datasets.DatasetDict):
+                if data.hf_split not in ds:
+                    raise BertctlError(f"{source} has no split '{data.hf_split}' (has: {', '.join(ds)})",
+                                       fix="set data.hf_split")
+                ds = ds[data.hf_split]
+        else:
+            ds = datasets.load_dataset(source, name=data.hf_config, split=data.hf_split, streaming=True)
+    except BertctlError:
+        raise
+    except Exception as e:  # datasets raises many types (connection, not found, config)
+        first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise BertctlError(f"cannot load the dataset '{source}' ({first})",
+                           fix="check the id/folder and data.hf_config/hf_split; offline, use a local file or folder") from None
+    columns = ds.column_names or []
+    if columns and data.text_field not in columns:
+        raise BertctlError(f"dataset {source} has no column '{data.text_field}' (has: {', '.join(columns)})",
+                           fix="set data.text_field")
+    for row in ds:
+        sentences = split_sentences(str(row[data.text_field] or ""))
+        if sentences:
+            yield sentences
+
+
+def documents(data) -> Iterator[list[str]]:
+    """Every document of the corpus, in a fixed order, streaming."""
+    from bertctl.data.readers import read_text_documents
+
+    n = 0
+    for source in _sources(data):
+        fmt = _format_of(source, data.format)
+        if fmt == "text":
+            docs = read_text_documents(source)
+        elif fmt == "jsonl":
+            if not Path(source).is_file():
+                raise BertctlError(f"corpus {source} is not a file", fix="point data.source at a .jsonl file")
+            docs = _jsonl_documents(Path(source), data.text_field)
+        else:
+            docs = _hf_documents(source, data)
+        for doc in docs:
+            yield doc
+            n += 1
+            if data.max_docs and n >= data.max_docs:
+                return
+
+
+def is_heldout(doc_index: int, fraction: float) -> bool:
+    """Every k-th document (k = 1/fraction) is held out: a fixed split, streaming-friendly."""
+    return doc_index % max(2, round(1 / fraction)) == 0
+
+
+def corpus_fingerprint(data) -> str:
+    """What the token cache depends on in the corpus: files with sizes and mtimes, or the
+    World settings, or the dataset id."""
+    parts = []
+    for source in _sources(data):
+        path = Path(source)
+        if path.exists():
+            files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+            parts.append([(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files])
+        else:
+            parts.append(source)
+    return _hash([CACHE_VERSION, parts, data.format, data.text_field, data.hf_config, data.hf_split,
+                  data.heldout, data.max_docs])
+
+
+# ------------------------------------------------------------------------ tokenizer
+
+
+def train_tokenizer(texts: Iterator[str], vocab_size: int, lowercase: bool = True, min_frequency: int = 2):
+    """A BERT WordPiece tokenizer trained on `texts` (streamed), as a transformers tokenizer."""
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers
+    from tokenizers.models import WordPiece
+    from tokenizers.trainers import WordPieceTrainer
+    from transformers import BertTokenizer
+
+    tok = Tokenizer(WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIALS,
+                               continuing_subword_prefix="##", show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    vocab = tok.get_vocab()
+    if len(vocab) <= len(SPECIALS):
+        raise BertctlError("the corpus is too small to train a tokenizer", fix="give a larger corpus")
+    return BertTokenizer(vocab=vocab, do_lower_case=lowercase)
+
+
+def corpus_tokenizer(recipe) -> tuple[object, str]:
+    """Train (or fetch from the cache) a WordPiece tokenizer on the training documents."""
+    from transformers import AutoTokenizer
+
+    t, data = recipe.tokenizer, recipe.data
+    key = _hash([corpus_fingerprint(data), t.vocab_size, t.lowercase, t.min_frequency, t.max_docs])
+    folder = cache_root(data) / "tokenizers" / key
+    if (folder / "tokenizer.json").exists():
+        return AutoTokenizer.from_pretrained(str(folder)), str(folder)
+
+    def texts() -> Iterator[str]:
+        for i, doc in enumerate(documents(data)):
+            if i >= t.max_docs:
+                return
+            if not is_heldout(i, data.heldout):
+                yield from doc
+
+    tokenizer = train_tokenizer(texts(), t.vocab_size, t.lowercase, t.min_frequency)
+    _save_atomically(folder, tokenizer.save_pretrained)
+    return tokenizer, str(folder)
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()[:16]
+
+
+def _save_atomically(folder: Path, save) -> None:
+    """Fill a temporary folder, then rename it into place; a concurrent writer that won
+    the race is kept (both wrote the same thing)."""
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save(str(tmp))
+    try:
+        os.replace(tmp, folder)
+    except OSError:
+        if not folder.exists():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- packed sequences
+
+
+class Example(NamedTuple):
+    idx: int  # index in its split: the collator's randomness is keyed on it
+    ids: np.ndarray  # int64 [length]
+    n_a: int  # tokens of "[CLS] A [SEP]" (token_type 0); == length when there is no pair
+    label: int  # pair label (0/1), or -1
+
+
+class PackedSequences:
+    """A memory-mapped split: `len()`, and `[i]` -> Example."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.meta = json.loads((self.folder / "meta.json").read_text(encoding="utf-8"))
+        if self.meta["sequences"] == 0:  # numpy cannot memory-map an empty file
+            self.tokens, self.index = np.zeros(0, dtype=self.meta["dtype"]), np.zeros((0, 4), dtype=np.int64)
+        else:
+            self.tokens = np.memmap(self.folder / "tokens.bin", dtype=self.meta["dtype"], mode="r")
+            self.index = np.memmap(self.folder / "index.bin", dtype=np.int64, mode="r").reshape(-1, 4)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> Example:
+        start, length, n_a, label = (int(v) for v in self.index[i])
+        return Example(i, np.asarray(self.tokens[start:start + length], dtype=np.int64), n_a, label)
+
+    def token_counts(self) -> np.ndarray:
+        return np.load(self.folder / "counts.npy")
+
+
+class _SplitWriter:
+    """Appends sequences to tokens.bin/index.bin in bounded memory."""
+
+    def __init__(self, folder: Path, vocab_size: int):
+        folder.mkdir(parents=True)
+        self.folder = folder
+        self.dtype = np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
+        self.tokens = open(folder / "tokens.bin", "wb")
+        self.index = open(folder / "index.bin", "wb")
+        self.counts = np.zeros(vocab_size, dtype=np.int64)
+        self.n_tokens = self.n_sequences = self.n_docs = 0
+        self.rows: list[tuple[int, int, int, int]] = []
+
+    def add(self, ids: list[int], n_a: int, label: int) -> None:
+        arr = np.asarray(ids, dtype=self.dtype)
+        self.tokens.write(arr.tobytes())
+        self.counts += np.bincount(arr, minlength=len(self.counts))[:len(self.counts)]
+        self.rows.append((self.n_tokens, len(arr), n_a, label))
+        self.n_tokens += len(arr)
+        self.n_sequences += 1
+        if len(self.rows) >= 10_000:
+            self._flush_rows()
+
+    def _flush_rows(self) -> None:
+        if self.rows:
+            self.index.write(np.asarray(self.rows, dtype=np.int64).tobytes())
+            self.rows = []
+
+    def close(self, meta: dict) -> None:
+        self._flush_rows()
+        self.tokens.close()
+        self.index.close()
+        np.save(self.folder / "counts.npy", self.counts)
+        (self.folder / "meta.json").write_text(json.dumps({
+            "dtype": np.dtype(self.dtype).name, "sequences": self.n_sequences, "tokens": self.n_tokens,
+            "documents": self.n_docs, **meta}, indent=2), encoding="utf-8")
+
+
+class ContiguousPacker:
+    """Plain MLM: [CLS] + (length-2) tokens of running text + [SEP], documents joined by [SEP]
+    inside the stream (RoBERTa's FULL-SENTENCES), so no sequence is padded but the last."""
+
+    def __init__(self, length: int, cls_id: int, sep_id: int):
+        self.room, self.cls, self.sep, self.buffer = length - 2, cls_id, sep_id, []
+
+    def add(self, doc: list[list[int]]) -> list[tuple[list[int], int, int]]:
+        self.buffer.extend(t for s in doc for t in s)
+        self.buffer.append(self.sep)
+        out = []
+        while len(self.buffer) >= self.room:
+            ids = [self.cls, *self.buffer[:self.room], self.sep]
+            out.append((ids, len(ids), -1))
+            self.buffer = self.buffer[self.room:]
+        return out
+
+    def finish(self) -> list[tuple[list[int], int, int]]:
+        body = self.buffer[:-1] if self.buffer[-1:] == [self.sep] else self.buffer
+        if not body:
+            return []
+        ids = [self.cls, *body, self.sep]
+        return [(ids, len(ids), -1)]
+
+
+class CausalPacker:
+    """GPT-style: the stream [CLS] doc [SEP] [CLS] doc [SEP] ... cut into windows of
+    length+1 tokens overlapping by one, so inputs = w[:-1] and labels = w[1:] lose nothing."""
+
+    def __init__(self, length: int, cls_id: int, sep_id: int):
+        self.length, self.cls, self.sep, self.buffer = length, cls_id, sep_id, []
+
+    def add(self, doc: list[list[int]]) -> list[tuple[list[int], int, int]]:
+        self.buffer.append(self.cls)
+        self.buffer.extend(t for s in doc for t in s)
+        self.buffer.append(self.sep)
+        out = []
+        while len(self.buffer) >= self.length + 1:
+            window = self.buffer[:self.length + 1]
+            out.append((window, len(window), -1))
+            self.buffer = self.buffer[self.length:]
+        return out
+
+    def finish(self) -> list[tuple[list[int], int, int]]:
+        return [(self.buffer, len(self.buffer), -1)] if len(self.buffer) >= 2 else []
+
+
+class PairPacker:
+    """NSP/SOP: [CLS] A [SEP] B [SEP], with pairs from pairs.PairStream."""
+
+    def __init__(self, kind: str, length: int, cls_id: int, sep_id: int, seed: int, short_seq_prob: float):
+        from bertctl.pretraining.pairs import PairStream
+
+        self.stream = PairStream(kind, length - 3, seed, short_seq_prob)
+        self.cls, self.sep = cls_id, sep_id
+
+    def _pack(self, pairs) -> list[tuple[list[int], int, int]]:
+        return [([self.cls, *p.a, self.sep, *p.b, self.sep], len(p.a) + 2, p.label) for p in pairs]
+
+    def add(self, doc):
+        return self._pack(self.stream.add(doc))
+
+    def finish(self):
+        return self._pack(self.stream.finish())
+
+
+def make_packer(objective, length: int, tokenizer, seed: int):
+    cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
+    if objective.kind == "causal":
+        return CausalPacker(length, cls_id, sep_id)
+    if objective.pairs == "none":
+        return ContiguousPacker(length, cls_id, sep_id)
+    return PairPacker(objective.pairs, length, cls_id, sep_id, seed, objective.short_seq_prob)
+
+
+def _tokenized_documents(docs: Iterator[list[str]], tokenizer, block: int = 500) -> Iterator[list[list[int]]]:
+    """Documents as lists of sentences of token ids, tokenised in batches (fast, parallel)."""
+    backend = tokenizer.backend_tokenizer
+    pending: list[list[str]] = []
+
+    def flush():
+        flat = [s for doc in pending for s in doc]
+        encoded = iter(backend.encode_batch(flat, add_special_tokens=False))
+        out = [[next(encoded).ids for _ in doc] for doc in pending]
+        pending.clear()
+        return out
+
+    for doc in docs:
+        pending.append(doc)
+        if len(pending) >= block:
+            yield from flush()
+    if pending:
+        yield from flush()
+
+
+def prepare_sequences(recipe, tokenizer, log=print) -> tuple[PackedSequences, PackedSequences, Path]:
+    """Tokenise and pack the corpus once (train and held-out splits); later runs with the
+    same inputs reuse the cache. Returns (train, heldout, cache folder)."""
+    data, obj = recipe.data, recipe.objective
+    length = recipe.model.max_length
+    key = _hash([corpus_fingerprint(data), tokenizer_fingerprint(tokenizer), length, obj.kind, obj.pairs,
+                 obj.short_seq_prob, recipe.train.seed])
+    folder = cache_root(data) / "sequences" / key
+    if not (folder / "eval" / "meta.json").exists():
+        log(f"tokenising the corpus into {folder}")
+
+        def build(tmp: str) -> None:
+            tmp = Path(tmp)
+            vocab = len(tokenizer)
+            writers = {"train": _SplitWriter(tmp / "train", vocab), "eval": _SplitWriter(tmp / "eval", vocab)}
+            # different seeds per split: the held-out pairs do not mirror the training ones
+            packers = {"train": make_packer(obj, length, tokenizer, recipe.train.seed),
+                       "eval": make_packer(obj, length, tokenizer, recipe.train.seed + 1)}
+            for i, doc in enumerate(_tokenized_documents(documents(data), tokenizer)):
+                split = "eval" if is_heldout(i, data.heldout) else "train"
+                writers[split].n_docs += 1
+                for ids, n_a, label in packers[split].add(doc):
+                    writers[split].add(ids, n_a, label)
+            for split, writer in writers.items():
+                for ids, n_a, label in packers[split].finish():
+                    writer.add(ids, n_a, label)
+                writer.close({"length": length, "objective": obj.kind, "pairs": obj.pairs})
+
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        _save_atomically(folder, build)
+    train, heldout = PackedSequences(folder / "train"), PackedSequences(folder / "eval")
+    for name, split in (("training", train), ("held-out", heldout)):
+        if len(split) == 0:
+            raise BertctlError(f"the corpus gives no {name} sequences ({split.meta['documents']} documents)",
+                               fix="give a larger corpus" + (" or raise data.heldout" if name == "held-out" else ""))
+    return train, heldout, folder
