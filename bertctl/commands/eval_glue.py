@@ -48,14 +48,15 @@ def _recipe(args, model, glue_dir, tasks, seeds, out, resume):
     """Recipe file + overrides + options (options win); on --resume, the saved recipe."""
     from bertctl.errors import BertctlError
     from bertctl.glue.config import GlueRecipe
-    from bertctl.recipe import load, read_yaml, validate
+    from bertctl.recipe import RECIPES_DIR, load, read_yaml, validate
 
     source, overrides = split_args(args)
     options = {"model": model, "glue_dir": glue_dir, "tasks": tasks, "seeds": seeds}
     saved = Path(out) / "recipe.yaml" if (resume and out) else None
     if saved is not None and saved.exists() and source is None and not overrides and model is None:
         source = str(saved)  # `--out DIR --resume` alone continues with what the suite started with
-    recipe, _ = load(GlueRecipe, source, overrides, default="glue")
+    # the built-in by path: a data folder called glue/ in the working directory is common
+    recipe, _ = load(GlueRecipe, source, overrides, default=str(RECIPES_DIR / "glue.yaml"))
     data = recipe.model_dump()
     if model is not None:
         data["model"]["name_or_path"] = model
