@@ -1,8 +1,110 @@
-"""`bertctl finetune` (placeholder until its issue lands)."""
+"""`bertctl finetune --task TASK [RECIPE] [key=value ...]`: fine-tune an encoder on a task.
 
+Thin on purpose: pick the recipe, load it with the overrides, then call
+`bertctl.tasks.run.finetune` (or `evaluate_run` for --eval-only) and print the table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from bertctl.commands._common import ARGS, OUT, RESUME, split_args, wrote
 from bertctl.errors import BertctlError
 
+TASK = typer.Option(None, "--task", "-t", show_default=False,
+                    help="cls|sentiment, tag|pos|ner, nli|pair, qa, regression, dna. "
+                         "Without RECIPE: the built-in finetune_<task> recipe (World data, offline).")
+EVAL_ONLY = typer.Option(None, "--eval-only", metavar="RUN_DIR", show_default=False,
+                         help="Evaluate a finished finetune run instead of training; data.* overrides pick the "
+                              "data (e.g. data.dev=file.tsv, data.world.language=xx).")
+MERGE = typer.Option(False, "--merge", help="LoRA/QLoRA: also write merged/, the adapter folded into the base model.")
+COMPARE = typer.Option(False, "--compare-init",
+                       help="Also train from random weights; write comparison.png and a side-by-side table.")
 
-def finetune() -> None:
-    """Not built yet."""
-    raise BertctlError("`bertctl finetune` is not built yet", fix="see the README for what works today")
+
+def default_recipe(task: str | None) -> str:
+    """finetune_<what the user typed> when built in (finetune_ner), else finetune_<kind>."""
+    from bertctl.recipe import builtin_recipes
+    from bertctl.tasks.config import canonical_task
+
+    if task is None:
+        return "finetune_cls"
+    name = f"finetune_{task.lower()}"
+    return name if name in builtin_recipes() else f"finetune_{canonical_task(task)}"
+
+
+def finetune(
+    args: Optional[List[str]] = ARGS,
+    task: Optional[str] = TASK,
+    out: Optional[Path] = OUT,
+    resume: bool = RESUME,
+    eval_only: Optional[Path] = EVAL_ONLY,
+    merge: bool = MERGE,
+    compare_init: bool = COMPARE,
+) -> None:
+    """Fine-tune a pretrained encoder (a bertctl pretrain run, a local HF folder, a hub id) and report dev metrics."""
+    recipe_name, overrides = split_args(args)
+    if eval_only is not None:
+        _eval_only(eval_only, recipe_name, overrides, out, task, resume, merge, compare_init)
+        return
+
+    from bertctl.recipe import load
+    from bertctl.runs import Run
+    from bertctl.tasks.config import FinetuneRecipe, canonical_task
+    from bertctl.tasks.run import finetune as run_finetune
+
+    if task is not None:
+        canonical_task(task)  # unknown names fail here, with the list
+        overrides = [f"task={task}", *overrides]
+    if merge:
+        overrides.append("merge=true")
+    if compare_init:
+        overrides.append("compare_init=true")
+    recipe, _ = load(FinetuneRecipe, recipe_name, overrides, default_recipe(task))
+    run = Run.create(out, "finetune", resume)
+    run_finetune(recipe, run, resume)
+    show(run.path)
+    wrote(run.path)
+
+
+def _eval_only(run_dir: Path, recipe_name, overrides, out, task, resume, merge, compare_init) -> None:
+    if recipe_name is not None:
+        raise BertctlError(f"--eval-only takes data.* overrides, not a recipe ({recipe_name})",
+                           fix="e.g. bertctl finetune --eval-only RUN_DIR data.dev=other.tsv")
+    if task or resume or merge or compare_init:
+        raise BertctlError("--eval-only cannot be combined with --task/--resume/--merge/--compare-init",
+                           fix="evaluate with --eval-only RUN_DIR [data.*=...] alone")
+    bad = [o for o in overrides if not o.split("=", 1)[0].strip().startswith(("data.", "eval_batch_size", "qa."))]
+    if bad:
+        raise BertctlError(f"--eval-only accepts data.*, qa.* and eval_batch_size overrides, not {bad[0]}",
+                           fix="the model and training settings are those of the run")
+    from datetime import datetime
+
+    from bertctl.tasks.run import evaluate_run
+
+    out = out or Path(run_dir) / "evals" / f"eval-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    evaluate_run(run_dir, overrides, out)
+    show(out)
+    wrote(out)
+
+
+def show(run_path: Path) -> None:
+    """The results table(s) of a finished run folder (what metrics.json holds)."""
+    from bertctl.commands._common import console
+    from bertctl.report import print_table
+    from bertctl.runs import read_json
+    from bertctl.tasks.run import comparison_rows, results_rows
+
+    summary = read_json(run_path / "metrics.json")
+    print_table(f"finetune {summary['task']}: dev metrics", results_rows(summary))
+    line = f"model {summary['model'].split(' (')[0]}"
+    if "n_train" in summary:
+        line += (f" | {summary['init']} init, {summary['method']} | {summary['n_train']} train / {summary['n_dev']} dev"
+                 f" | {summary['train_samples_per_s']} samples/s, {summary['train_seconds']} s")
+    console().print(line)
+    if "compare_init" in summary:
+        print_table("pretrained vs random init (dev)", comparison_rows(summary))
+        console().print(f"curves: {run_path / 'comparison.png'}")

@@ -1,0 +1,189 @@
+"""What every task kind shares: the `Task` interface, length-grouped batches, padding to
+the longest example of a batch, and batched inference in length order.
+
+A task turns role-keyed rows (see bertctl.tasks.data) into *features* (plain lists of
+token ids), collates features into tensors, computes summed losses for the training
+loop (bertctl.train: sums + counts, never means), and turns model outputs back into
+one prediction per row plus metrics.
+
+Why length grouping: SST-2 sentences are ~13 tokens but a random batch of 32 pads to
+its longest (~41), so two thirds of the compute is padding. Sorting inside large
+random chunks and then shuffling the batches keeps batches random across the epoch
+while each batch holds similar lengths. It is a pure function of (seed, epoch), as the
+loop requires for exact resume.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, epoch: int,
+                           group: bool = True, chunk_batches: int = 50) -> list[list[int]]:
+    """Batches of example indices for one epoch.
+
+    group=False: a plain seeded shuffle cut into batches. group=True: shuffle, cut into
+    chunks of `chunk_batches` batches, sort each chunk by length, cut it into batches,
+    then shuffle the batches (the chunk size is a multiple of the batch size, so only
+    the very last batch can be short)."""
+    order = list(range(len(lengths)))
+    rng = random.Random(f"bertctl-batches:{seed}:{epoch}")
+    rng.shuffle(order)
+    if not group:
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    chunk = batch_size * chunk_batches
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start:start + chunk], key=lambda i: lengths[i])
+        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def pad_features(features: list[dict], pad_id: int, label_pad: int = -100) -> dict:
+    """Pad to the longest feature of this batch (never to a fixed max_length).
+
+    Scalar labels become a (B,) tensor (long for class ids, float for regression);
+    list labels (tagging) are padded with -100, which the loss ignores."""
+    import torch
+
+    n = max(len(f["input_ids"]) for f in features)
+    batch: dict[str, Any] = {
+        "input_ids": torch.tensor([f["input_ids"] + [pad_id] * (n - len(f["input_ids"])) for f in features]),
+        "attention_mask": torch.tensor([[1] * len(f["input_ids"]) + [0] * (n - len(f["input_ids"])) for f in features]),
+    }
+    if "token_type_ids" in features[0]:
+        batch["token_type_ids"] = torch.tensor([f["token_type_ids"] + [0] * (n - len(f["token_type_ids"])) for f in features])
+    if features[0].get("labels") is not None:
+        first = features[0]["labels"]
+        if isinstance(first, list):
+            batch["labels"] = torch.tensor([f["labels"] + [label_pad] * (n - len(f["labels"])) for f in features])
+        elif isinstance(first, float):
+            batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.float32)
+        else:
+            batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)
+    return batch
+
+
+def model_inputs(batch: dict) -> dict:
+    return {k: v for k, v in batch.items() if k in MODEL_INPUTS}
+
+
+def batched_outputs(model, features: list[dict], collate, batch_size: int, names=("logits",),
+                    per_token: bool = False) -> list[tuple]:
+    """Run the model over features in length order (little padding), return one tuple of
+    CPU float tensors per feature in the original order. per_token=True trims each
+    output's sequence dimension back to the feature's own length."""
+    import torch
+
+    order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
+    out: list[tuple | None] = [None] * len(features)
+    device = next(model.parameters()).device
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        batch = collate([features[i] for i in idx])
+        result = model(**{k: v.to(device) for k, v in model_inputs(batch).items()})
+        tensors = [getattr(result, name).float().cpu() for name in names]
+        for row, i in enumerate(idx):
+            n = len(features[i]["input_ids"])
+            out[i] = tuple(t[row, :n] if per_token else t[row] for t in tensors)
+    return out  # type: ignore[return-value]
+
+
+class Task:
+    """One task kind. Subclasses fill in encoding, loss and scoring."""
+
+    kind = ""
+    auto_class = "AutoModelForSequenceClassification"
+    pipeline_task = "text-classification"
+    main_metric = "accuracy"
+    needs_fast_tokenizer = False
+
+    def __init__(self, recipe, labels: list[str] | None):
+        self.recipe = recipe
+        self.labels = labels
+        self.label2id = {l: i for i, l in enumerate(labels or [])}
+        self.pad_id = 0
+
+    # ---------------------------------------------------------------- model
+    def config_kwargs(self) -> dict:
+        """num_labels / id2label / label2id for the model config (pipelines read them)."""
+        labels = self.labels or []
+        return {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+                "label2id": {l: i for i, l in enumerate(labels)}}
+
+    def auto_model_class(self):
+        import transformers
+
+        return getattr(transformers, self.auto_class)
+
+    # ---------------------------------------------------------------- data
+    def setup(self, tokenizer) -> None:
+        """Called once with the tokenizer before encoding (pad id, vocabulary maps)."""
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def observe(self, rows: list[dict]) -> None:
+        """Look at the training rows once (or the dev rows in eval-only) before encoding."""
+
+    def encode(self, tokenizer, rows: list[dict], train: bool) -> list[dict]:
+        raise NotImplementedError
+
+    def collate(self, features: list[dict]) -> dict:
+        return pad_features(features, self.pad_id)
+
+    def length(self, feature: dict) -> int:
+        return len(feature["input_ids"])
+
+    # ---------------------------------------------------------------- training
+    def units(self, batch: dict) -> dict[str, int]:
+        raise NotImplementedError
+
+    def losses(self, model, batch: dict):
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- evaluation
+    def predict(self, model, rows: list[dict], features: list[dict]) -> list:
+        """One prediction per row (a label, a tag list, a number or an answer)."""
+        raise NotImplementedError
+
+    def score(self, rows: list[dict], predictions: list) -> dict:
+        raise NotImplementedError
+
+    def records(self, rows: list[dict], predictions: list) -> list[dict]:
+        """Rows for predictions_<split>.jsonl: inputs, gold (when known), prediction."""
+        out = []
+        for i, (row, pred) in enumerate(zip(rows, predictions)):
+            rec = {"index": i, **{k: v for k, v in row.items()}}
+            if "label" in rec:
+                rec["gold"] = rec.pop("label")
+            rec["prediction"] = pred
+            out.append(rec)
+        return out
+
+    def describe_labels(self) -> str:
+        if not self.labels:
+            return ""
+        shown = ", ".join(self.labels[:12]) + (" ..." if len(self.labels) > 12 else "")
+        return f"{len(self.labels)} labels: {shown}"
+
+
+def has_labels(rows: list[dict]) -> bool:
+    return bool(rows) and any(k in rows[0] for k in ("label", "tags", "answers"))
+
+
+def get_task(kind: str):
+    """The Task class of a task kind (imported on demand)."""
+    from importlib import import_module
+
+    module, name = {
+        "cls": ("bertctl.tasks.cls", "ClsTask"),
+        "nli": ("bertctl.tasks.nli", "NliTask"),
+        "regression": ("bertctl.tasks.regression", "RegressionTask"),
+        "tag": ("bertctl.tasks.tag", "TagTask"),
+        "dna": ("bertctl.tasks.dna", "DnaTask"),
+        "qa": ("bertctl.tasks.extractive", "QaTask"),
+    }[kind]
+    return getattr(import_module(module), name)

@@ -1,0 +1,48 @@
+"""`regression`: one or two sequences -> a number (STS-B similarity 0-5).
+
+A one-output linear head on [CLS], trained with mean squared error (summed here; the
+loop divides by the number of examples). Metrics: Pearson and Spearman correlation.
+The saved config has problem_type "regression", so `pipeline("text-classification",
+function_to_apply="none")` returns the raw score.
+"""
+
+from __future__ import annotations
+
+from bertctl import metrics
+from bertctl.tasks.base import Task, batched_outputs, model_inputs
+from bertctl.tasks.cls import encode_sequences
+
+
+class RegressionTask(Task):
+    kind = "regression"
+    main_metric = "pearson"
+
+    def config_kwargs(self):
+        return {"num_labels": 1, "problem_type": "regression", "id2label": {0: "score"}, "label2id": {"score": 0}}
+
+    def encode(self, tokenizer, rows, train):
+        enc = encode_sequences(tokenizer, rows, self.recipe.model.max_length, bool(rows) and "text_pair" in rows[0])
+        features = []
+        for i, row in enumerate(rows):
+            f = {"input_ids": enc["input_ids"][i]}
+            if "token_type_ids" in enc:
+                f["token_type_ids"] = enc["token_type_ids"][i]
+            f["labels"] = float(row["label"]) if "label" in row else None
+            features.append(f)
+        return features
+
+    def units(self, batch):
+        return {"mse": len(batch["labels"])}
+
+    def losses(self, model, batch):
+        import torch.nn.functional as F
+
+        pred = model(**model_inputs(batch)).logits.float().squeeze(-1)  # (B,)
+        return {"mse": F.mse_loss(pred, batch["labels"], reduction="sum")}, {}
+
+    def predict(self, model, rows, features):
+        outputs = batched_outputs(model, features, self.collate, self.recipe.eval_batch_size)
+        return [round(float(o[0][0]), 5) for o in outputs]
+
+    def score(self, rows, predictions):
+        return metrics.regression([r["label"] for r in rows], predictions)

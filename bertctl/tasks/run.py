@@ -1,0 +1,358 @@
+"""Fine-tuning as plain functions: `finetune(recipe, run)` and `evaluate_run(run_dir)`.
+
+    finetune(recipe, run, resume=False) -> dev metrics   (and the run folder below)
+    evaluate_run(run_dir, overrides, out=None) -> metrics (an existing run on other data)
+    compare_table(run_dir) / results_rows(summary)        what the command prints
+
+A finished run folder holds:
+
+    recipe.yaml              the resolved recipe (re-run or --eval-only read it)
+    model/                   HF model (full) or peft adapter (lora/qlora) + tokenizer
+    merged/                  lora/qlora with `merge: true`: adapter folded into the base
+    labels.json              the label list (class ids = positions)
+    metrics.json             dev (and test) metrics, per-epoch history, speed, data notes
+    metrics.jsonl            the loop's step log
+    predictions_dev.jsonl    one line per dev example: inputs, gold, prediction
+    predictions_test.jsonl   when data has a test split
+    curve.png                dev metric and training loss per epoch
+    random-init/, comparison.png   with `compare_init: true`
+    checkpoints/             the loop's (for --resume)
+
+`bertctl eval-glue` builds a FinetuneRecipe per GLUE task and calls `finetune`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+from bertctl.errors import BertctlError
+from bertctl.runs import Run, read_json
+from bertctl.tasks import data as data_mod
+from bertctl.tasks.base import get_task, length_grouped_batches
+from bertctl.tasks.config import FinetuneRecipe
+
+RANDOM_DIR = "random-init"
+
+
+class _Say:
+    """Print a line (unless quiet) and keep it in the run's log.txt."""
+
+    def __init__(self, run: Run | None, quiet: bool = False):
+        self.run, self.quiet = run, quiet
+
+    def __call__(self, text: str) -> None:
+        if not self.quiet and (self.run is None or self.run.main):
+            from rich.console import Console
+
+            Console(highlight=False, soft_wrap=True).print(text, markup=False)
+        if self.run is not None:
+            self.run.log(text)
+
+
+def write_recipe(run: Run, recipe: FinetuneRecipe, line: str = "bertctl finetune") -> None:
+    from bertctl.recipe import dump
+
+    run.write_text("recipe.yaml", f"# {line}\n" + dump(recipe))
+
+
+@contextmanager
+def inference(model, precision: str):
+    """No gradients, eval mode, and the run's autocast (bf16 on CPU or GPU)."""
+    import torch
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            yield
+    finally:
+        model.train(was_training)
+
+
+def _jsonl(rows: list[dict]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows)
+
+
+# ---------------------------------------------------------------------------- finetune
+
+
+def finetune(recipe: FinetuneRecipe, run: Run, resume: bool = False, quiet: bool = False) -> dict:
+    """Fine-tune as the recipe says, write the run folder, return the final dev metrics.
+
+    With `compare_init: true` the run folder is the pretrained run and `random-init/`
+    the same recipe from random weights; comparison.png and the comparison in
+    metrics.json are added, and the pretrained run's dev metrics are returned."""
+    say = _Say(run, quiet)
+    if recipe.compare_init:
+        return _compare_init(recipe, run, resume, say)
+    return train_one(recipe, run, resume, say)["dev"]
+
+
+def train_one(recipe: FinetuneRecipe, run: Run, resume: bool, say: Callable[[str], None]) -> dict:
+    """One fine-tuning run; returns the summary written to metrics.json."""
+    from bertctl.models import load_tokenizer
+    from bertctl.tasks import methods
+    from bertctl.train import Job, fit
+
+    kind = recipe.kind
+    write_recipe(run, recipe)
+    source, line = methods.pick_model(recipe.model.name_or_path, recipe.model.allow_pickle)
+    say(line + ("" if recipe.model.init == "pretrained" else " [architecture only: random init]"))
+    splits = data_mod.load_splits(recipe.data, kind)
+    for note in splits.notes:
+        say(note)
+    say(f"data: {len(splits.train)} train ({splits.names['train']}), {len(splits.dev)} dev ({splits.names['dev']})"
+        + (f", {len(splits.test)} test ({splits.names['test']})" if splits.test else ""))
+    task = get_task(kind)(recipe, splits.labels)
+    if task.labels:
+        say(f"task: {recipe.task} ({kind}), {task.describe_labels()}")
+    methods.quiet_transformers()
+    tokenizer = load_tokenizer(source, recipe.model.trust_remote_code)
+    task.setup(tokenizer)
+    task.observe(splits.train)
+    model, info = methods.build_model(recipe, task, source)
+    say(f"method: {recipe.method}; trainable parameters {info['trainable_params']:,} of {info['total_params']:,}"
+        + (f"; new: {', '.join(info['new_modules'])}" if info["new_modules"] and recipe.model.init == "pretrained" else ""))
+
+    train_features = task.encode(tokenizer, splits.train, train=True)
+    dev_features = task.encode(tokenizer, splits.dev, train=False)
+    lengths = [task.length(f) for f in train_features]
+    s = recipe.train
+    state = {"loss": 0.0, "units": 0, "predictions": None, "eval_seconds": 0.0}
+
+    def batches(epoch: int) -> list[list[int]]:
+        return length_grouped_batches(lengths, s.batch_size, s.seed, epoch, recipe.group_by_length)
+
+    def collate(examples: list, epoch: int) -> dict:
+        return task.collate(examples)
+
+    def losses(model, batch):
+        sums, extras = task.losses(model, batch)
+        state["loss"] += float(sum(v.detach().float() for v in sums.values()))
+        state["units"] += sum(task.units(batch).values())
+        return sums, extras
+
+    def evaluate(model) -> dict:
+        t0 = time.perf_counter()
+        predictions = task.predict(model, splits.dev, dev_features)
+        metrics = task.score(splits.dev, predictions)
+        state["predictions"] = predictions
+        if state["units"]:  # mean training loss since the previous evaluation (per unit)
+            metrics["train_loss"] = state["loss"] / state["units"]
+        state["loss"], state["units"] = 0.0, 0
+        state["eval_seconds"] += time.perf_counter() - t0
+        return metrics
+
+    job = Job(batches, train_features, collate, task.units, losses, evaluate)
+    result = fit(model, job, s, run, resume, describe=f"finetune {recipe.task}")
+    model = _unwrap(model)
+
+    if state["predictions"] is None:  # resumed a finished run: the loop had nothing left to do
+        with inference(model, s.precision):
+            state["predictions"] = task.predict(model, splits.dev, dev_features)
+    dev = task.score(splits.dev, state["predictions"])
+    dev.pop("train_loss", None)
+
+    model_dir = methods.save_model(model, tokenizer, run.file("model"), recipe) if run.main else run.file("model")
+    run.write_json("labels.json", task.labels)
+    run.write_text("predictions_dev.jsonl", _jsonl(task.records(splits.dev, state["predictions"])))
+    test = None
+    if splits.test:
+        test_predictions = _predict(model, task, tokenizer, splits.test, s.precision)
+        run.write_text("predictions_test.jsonl", _jsonl(task.records(splits.test, test_predictions)))
+        if data_mod._has_labels(splits.test):
+            test = task.score(splits.test, test_predictions)
+    if recipe.merge and recipe.method != "full" and run.main:
+        merged = methods.write_merged(model_dir, run.file("merged"), recipe, task, tokenizer)
+        say(f"merged adapter into {merged}")
+
+    steps_per_epoch = max(1, len(batches(0)) // s.grad_accum)
+    epochs = [{"epoch": round(e["step"] / steps_per_epoch, 2), "step": e["step"],
+               **{k[5:]: v for k, v in e.items() if k.startswith("eval_")}} for e in result.evals]
+    train_seconds = max(result.seconds - state["eval_seconds"], 1e-9)
+    summary = {
+        "task": recipe.task, "kind": kind, "model": source.label, "init": recipe.model.init, "method": recipe.method,
+        "main_metric": task.main_metric, "dev": dev, **({"test": test} if test else {}),
+        "labels": task.labels, "n_train": len(splits.train), "n_dev": len(splits.dev),
+        "n_test": len(splits.test or []), "data": splits.names, "notes": splits.notes,
+        "epochs": epochs, "steps": result.steps, "train_seconds": round(train_seconds, 2),
+        "train_samples_per_s": round(result.samples / train_seconds, 2),
+        "train_tokens_per_s": round(result.tokens / train_seconds, 1),
+        "trainable_params": info["trainable_params"], "total_params": info["total_params"],
+    }
+    run.write_json("metrics.json", summary)
+    if run.main and epochs:
+        curves_png(run.file("curve.png"), {recipe.model.init: epochs}, task.main_metric,
+                   f"{recipe.task}: {recipe.model.init} init, {recipe.method}")
+    return summary
+
+
+def _unwrap(model):
+    return getattr(model, "module", model)
+
+
+def _predict(model, task, tokenizer, rows: list[dict], precision: str) -> list:
+    features = task.encode(tokenizer, rows, train=False)
+    with inference(model, precision):
+        return task.predict(model, rows, features)
+
+
+# ---------------------------------------------------------------------------- compare init
+
+
+def _compare_init(recipe: FinetuneRecipe, run: Run, resume: bool, say) -> dict:
+    pretrained = recipe.model_copy(update={"compare_init": False,
+                                           "model": recipe.model.model_copy(update={"init": "pretrained"})})
+    random_ = recipe.model_copy(update={"compare_init": False,
+                                        "model": recipe.model.model_copy(update={"init": "random"})})
+    say("compare_init: 1/2 pretrained weights")
+    a = train_one(pretrained, run, resume, say)
+    sub_path = run.path / RANDOM_DIR
+    sub_resume = resume and Run(sub_path, "finetune").latest_checkpoint() is not None
+    sub = Run.create(sub_path, "finetune", resume=sub_resume)
+    say("compare_init: 2/2 random weights, same architecture")
+    b = train_one(random_, sub, sub_resume, say)
+    comparison = {"pretrained": a["dev"], "random": b["dev"],
+                  "epochs": {"pretrained": a["epochs"], "random": b["epochs"]}}
+    write_recipe(run, recipe)
+    run.write_json("metrics.json", {**a, "compare_init": comparison})
+    if run.main:
+        curves_png(run.file("comparison.png"), {"pretrained": a["epochs"], "random init": b["epochs"]},
+                   a["main_metric"], f"{recipe.task}: pretrained vs random init ({a['model'].split(' (')[0]})")
+    return a["dev"]
+
+
+# ---------------------------------------------------------------------------- eval only
+
+
+def _clear_for(data: dict, overrides: list[str]) -> dict:
+    """Eval-only data overrides replace the run's data source instead of mixing with it:
+    `data.dev=FILE` drops the run's train file and split, `data.world.*` switches to
+    World data, `data.hf.*` to a dataset."""
+    keys = [o.split("=", 1)[0].strip() for o in overrides]
+    data = dict(data)
+    if any(k in ("data.dev", "data.test") for k in keys):
+        data.update(train=None, dev=None, test=None, split=None, hf=None)
+    elif any(k.startswith("data.hf") for k in keys):
+        data.update(train=None, dev=None, test=None, split=None)
+    elif any(k.startswith("data.world") for k in keys):
+        data.update(train=None, dev=None, test=None, split=None, hf=None)
+    return data
+
+
+def load_run_recipe(run_dir: Path, overrides: list[str]) -> FinetuneRecipe:
+    from bertctl.recipe import apply_overrides, read_yaml, validate
+
+    path = run_dir / "recipe.yaml"
+    if not path.exists():
+        raise BertctlError(f"{run_dir} is not a finetune run folder (no recipe.yaml)",
+                           fix="pass the --out folder of a `bertctl finetune` run")
+    raw = read_yaml(path)
+    command = raw.pop("command", "finetune")
+    if command != "finetune":
+        raise BertctlError(f"{run_dir} is a `bertctl {command}` run, not a finetune run",
+                           fix="pass the folder of a `bertctl finetune` run")
+    recipe = validate(FinetuneRecipe, raw, str(path), run_dir)
+    if not overrides:
+        return recipe  # type: ignore[return-value]
+    dumped = recipe.model_dump()
+    dumped["data"] = _clear_for(dumped["data"], overrides)
+    return validate(FinetuneRecipe, apply_overrides(dumped, overrides), f"{path} (with overrides)", Path.cwd())  # type: ignore[return-value]
+
+
+def evaluate_run(run_dir, overrides: list[str] | None = None, out=None, quiet: bool = False) -> dict:
+    """Evaluate a finished fine-tuning run on its dev data or on other data given as
+    data.* overrides (e.g. `data.world.language=xx` for zero-shot on the other
+    language, `data.dev=other.tsv`). Writes metrics.json and predictions into `out`
+    (default RUN_DIR/evals/eval-<time>/) and returns the metrics."""
+    from bertctl.models import ModelSource, load_tokenizer
+    from bertctl.tasks import methods
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "model").is_dir():
+        raise BertctlError(f"{run_dir} has no model/ (the run did not finish)",
+                           fix="pass the folder of a finished `bertctl finetune` run, or --resume it first")
+    recipe = load_run_recipe(run_dir, list(overrides or []))
+    kind = recipe.kind
+    labels_path = run_dir / "labels.json"
+    labels = read_json(labels_path) if labels_path.exists() else None
+    if out is None:
+        out = run_dir / "evals" / f"eval-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    run = Run.create(out, "finetune-eval")
+    say = _Say(run, quiet)
+    write_recipe(run, recipe, f"bertctl finetune --eval-only {run_dir}")
+    splits = data_mod.load_splits(recipe.data, kind, need_train=False)
+    for note in splits.notes:
+        say(note)
+    data_mod.check_known_labels(kind, splits.dev, labels, splits.names["dev"])
+    say(f"eval-only: {run_dir} on {len(splits.dev)} rows of {splits.names['dev']}")
+    task = get_task(kind)(recipe, labels)
+    methods.quiet_transformers()
+    tokenizer = load_tokenizer(ModelSource(str(run_dir / "model"), "local", str(run_dir / "model")),
+                               recipe.model.trust_remote_code)
+    task.setup(tokenizer)
+    task.observe(splits.dev)
+    model = methods.load_trained(run_dir / "model", recipe, task)
+    predictions = _predict(model, task, tokenizer, splits.dev, recipe.train.precision)
+    dev = task.score(splits.dev, predictions)
+    run.write_text("predictions_dev.jsonl", _jsonl(task.records(splits.dev, predictions)))
+    summary = {"task": recipe.task, "kind": kind, "model": str(run_dir), "main_metric": task.main_metric,
+               "dev": dev, "n_dev": len(splits.dev), "data": splits.names, "notes": splits.notes}
+    if splits.test:
+        test_predictions = _predict(model, task, tokenizer, splits.test, recipe.train.precision)
+        run.write_text("predictions_test.jsonl", _jsonl(task.records(splits.test, test_predictions)))
+        if data_mod._has_labels(splits.test):
+            summary["test"] = task.score(splits.test, test_predictions)
+    run.write_json("metrics.json", summary)
+    return dev
+
+
+# ---------------------------------------------------------------------------- reports
+
+
+def curves_png(path: Path, series: dict[str, list[dict]], metric: str, title: str) -> Path:
+    """Two panels per epoch: the dev metric and the mean training loss, one line per run."""
+    from bertctl.report import _plt
+
+    plt = _plt()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, epochs in series.items():
+        xs = [e["epoch"] for e in epochs]
+        left.plot(xs, [e.get(metric, math.nan) for e in epochs], marker="o", label=name)
+        right.plot(xs, [e.get("train_loss", math.nan) for e in epochs], marker="o", label=name)
+    left.set(xlabel="epoch", ylabel=f"dev {metric}", title=f"dev {metric}")
+    right.set(xlabel="epoch", ylabel="training loss", title="training loss (mean over the epoch)")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def results_rows(summary: dict) -> list[dict]:
+    """metric | dev | test rows for the final table."""
+    rows = []
+    for name, value in summary["dev"].items():
+        row = {"metric": name, "dev": value}
+        if "test" in summary:
+            row["test"] = summary["test"].get(name)
+        rows.append(row)
+    return rows
+
+
+def comparison_rows(summary: dict) -> list[dict]:
+    """metric | pretrained | random init | difference, for compare_init runs."""
+    c = summary["compare_init"]
+    return [{"metric": k, "pretrained": v, "random init": c["random"].get(k),
+             "difference": v - c["random"][k] if isinstance(c["random"].get(k), (int, float)) else None}
+            for k, v in c["pretrained"].items()]
