@@ -96,7 +96,7 @@ def test_whole_suite_on_the_fixture(cli, tmp_path, tiny_model):
 def test_resume_after_an_interruption(cli, tmp_path, tiny_model):
     glue = make_glue(tmp_path / "glue", n=16, tasks=["CoLA", "RTE", "MNLI"])
     out = tmp_path / "suite"
-    args = ("eval-glue", "--model", tiny_model, "--glue-dir", glue, "--out", out, *FAST)
+    args = ("eval-glue", "--model", tiny_model, "--glue-dir", glue, "--out", out, "keep_checkpoints=true", *FAST)
     code, _, err = cli(*args)
     assert code == 0, err
     before = json.loads((out / "results.json").read_text())["results"]
@@ -131,4 +131,5 @@ def test_lora_and_seeds(cli, tmp_path, tiny_model):
     results = json.loads((out / "results.json").read_text())
     assert results["method"] == "lora" and results["results"]["MNLI"]["n_seeds"] == 2
     assert (out / "MNLI" / "seed1" / "model" / "adapter_config.json").exists()
+    assert not (out / "MNLI" / "seed1" / "checkpoints").exists()  # a finished task keeps model/, not checkpoints
     assert "±" in stdout and "GLUE score (2 tasks)" in stdout

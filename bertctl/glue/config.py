@@ -44,6 +44,7 @@ class GlueRecipe(Section):
     max_eval_rows: int | None = Field(None, gt=0, description="evaluate on at most N dev rows (quick checks only: not comparable)")
     max_test_rows: int | None = Field(None, gt=0, description="predict at most N test rows (quick checks only: incomplete submission)")
     submission: bool = Field(True, description="predict the test sets and write submission/*.tsv and submission.zip")
+    keep_checkpoints: bool = Field(False, description="keep each finished task's training checkpoints (its model/ is always kept)")
     per_task: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="task -> overrides of this recipe's keys for that task, e.g. {RTE: {train: {epochs: 5}}}")

@@ -250,6 +250,8 @@ def run_suite(recipe: GlueRecipe, run: Run, resume: bool = False, say: Callable[
                           "points": score.points(out["metrics"], task), "seconds": round(time.perf_counter() - t0, 1),
                           "train_rows": len(data.train), "predictions": out["predictions"]}
                 write_json(folder / DONE, result)
+                if not recipe.keep_checkpoints:  # finished: model/ is what counts (MiniLM: ~270 MB per checkpoint)
+                    shutil.rmtree(folder / "checkpoints", ignore_errors=True)
                 run.log(f"{name} seed {seed}: {result['points']} in {result['seconds']} s")
             runs[name].append(result)
         best[name] = max(runs[name], key=lambda r: score.task_score(r["points"], task))
