@@ -389,3 +389,35 @@ def test_resume_refuses_a_changed_setting(cli, tmp_path):
     (out / "recipe.yaml").write_text("command: eval-glue\ntrain: {epochs: 3, lr: 1.0e-4}\n")
     code, _, err = cli("eval-glue", "glue", "--out", str(out), "--resume")
     assert code == 2 and "different train" in err
+
+
+def test_hub_rows_become_the_same_rows_as_files():
+    """nyu-mll/glue stores class ids; they map to the strings the files and leaderboard use."""
+    from bertctl.glue.data import HubGlue
+
+    pair = lambda label, i: {"sentence1": f"a {i}", "sentence2": f"b {i}", "label": label, "idx": i}  # noqa: E731
+    hub = HubGlue(_cache={
+        "rte/train": [pair(0, 0), pair(1, 1)], "rte/validation": [pair(1, 0)], "rte/test": [pair(-1, 7)],
+        "wnli/train": [pair(1, 0), pair(0, 1)], "wnli/validation": [pair(1, 0)], "wnli/test": [pair(-1, 0)],
+        "stsb/train": [pair(3.8, 0), pair(1.0, 1)], "stsb/validation": [pair(5.0, 0)], "stsb/test": [pair(-1.0, 3)],
+        "mnli/train": [{"premise": "p", "hypothesis": "h", "label": 2, "idx": 0}],
+        "mnli/validation_matched": [{"premise": "p", "hypothesis": "h", "label": 1, "idx": 0}],
+        "mnli/validation_mismatched": [{"premise": "p", "hypothesis": "h", "label": 0, "idx": 0}],
+    })
+    rte = load_task(hub, TASKS["RTE"])
+    assert [r["label"] for r in rte.train] == ["entailment", "not_entailment"]
+    assert rte.tests["RTE.tsv"] == [{"idx": "7", "sentence1": "a 7", "sentence2": "b 7"}]
+    assert [r["label"] for r in load_task(hub, TASKS["WNLI"]).train] == ["1", "0"]
+    assert load_task(hub, TASKS["STS-B"]).train[0]["label"] == 3.8
+    mnli = load_task(hub, TASKS["MNLI"], tests=False)
+    assert mnli.train[0] == {"sentence1": "p", "sentence2": "h", "label": "contradiction"}
+    assert mnli.evals["m"][0]["label"] == "neutral" and mnli.evals["mm"][0]["label"] == "entailment"
+
+
+def test_glue_sane_rule():
+    from bertctl.glue.suite import is_sane
+
+    assert is_sane(GlueRecipe())
+    assert is_sane(GlueRecipe.model_validate({"per_task": {"QQP": {"max_train_rows": 1000}}}))
+    assert not is_sane(GlueRecipe.model_validate({"per_task": {"RTE": {"train": {"epochs": 5}}}}))
+    assert not is_sane(GlueRecipe.model_validate({"train": {"epochs": 10}}))

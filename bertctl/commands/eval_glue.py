@@ -10,7 +10,8 @@ import typer
 from bertctl.commands._common import ARGS, OUT, RESUME, console, split_args, wrote
 
 # Keys that must not change when a suite is resumed: its finished tasks used them.
-FROZEN = ("model", "method", "lora", "quant", "train", "eval_batch_size", "max_train_rows", "max_eval_rows", "per_task")
+FROZEN = ("model", "method", "lora", "quant", "train", "eval_batch_size", "max_train_rows", "max_eval_rows",
+          "max_test_rows", "per_task")
 
 
 def eval_glue(

@@ -256,7 +256,10 @@ def load_task(source, task: GlueTask, max_train: int | None = None, max_eval: in
     evals = {}
     for e in task.evals:
         split = e.file if local else e.hub
-        evals[e.name] = subsample(_labelled(task, source.read(task, split, "eval"), where(split), notes), max_eval)
+        rows = _labelled(task, source.read(task, split, "eval"), where(split), notes)
+        if max_eval is not None and len(rows) > max_eval:
+            notes.append(f"{e.name} capped at {max_eval:,} of {len(rows):,} rows: not comparable to full-dev scores")
+        evals[e.name] = subsample(rows, max_eval)
     test_rows = {}
     for t in task.tests if tests else ():
         if not source.has_test(task, t):
@@ -267,8 +270,6 @@ def load_task(source, task: GlueTask, max_train: int | None = None, max_eval: in
         test_rows[t.submission] = subsample(_unlabelled(task, source.read(task, split, "test"), t.index, where_t), max_test)
     if max_train is not None and len(train) > max_train:
         notes.append(f"train capped at {max_train:,} of {len(train):,} rows")
-    if max_eval is not None and any(len(rows) >= max_eval for rows in evals.values()):
-        notes.append(f"dev capped at {max_eval:,} rows: scores are not comparable to full-dev results")
     if max_test is not None and test_rows:
         notes.append(f"test capped at {max_test:,} rows: the submission is incomplete")
     return TaskData(task, subsample(train, max_train), evals, test_rows, source.origin(task), notes)

@@ -84,7 +84,7 @@ def finetune_recipe(recipe: GlueRecipe, task: GlueTask, files: dict[str, Path | 
                            fix="fix these keys in the recipe's per_task block") from None
 
 
-def is_sane(recipe: GlueRecipe, names: list[str]) -> bool:
+def is_sane(recipe: GlueRecipe) -> bool:
     """Cramming's rule: one setting for every task, at most 5 epochs."""
     training = {k for o in recipe.per_task.values() for k in o} - {"max_train_rows"}
     epochs = recipe.train.epochs
@@ -110,7 +110,7 @@ def write_task_files(data: TaskData, folder: Path) -> dict[str, Path]:
     for name, rows in data.evals.items():
         files[f"eval:{name}"] = put(name, rows)
     for name, rows in data.tests.items():
-        files[f"test:{name}"] = put(Path(name).stem, [{k: v for k, v in r.items()} for r in rows])
+        files[f"test:{name}"] = put(Path(name).stem, rows)
     return files
 
 
@@ -223,7 +223,7 @@ def run_suite(recipe: GlueRecipe, run: Run, resume: bool = False, say: Callable[
     run.log(f"GLUE from {source.describe()}; tasks {present}; skipped {skipped}; seeds {seeds}")
 
     notes: list[str] = []
-    if not is_sane(recipe, present):
+    if not is_sane(recipe):
         notes.append(f"not GLUE-sane: per-task training overrides or more than {SANE_MAX_EPOCHS} epochs")
     runs: dict[str, list[dict]] = {}   # task -> one glue.json per seed
     best: dict[str, dict] = {}         # task -> the seed with the best dev score (its test predictions are submitted)
@@ -275,7 +275,7 @@ def _write_outputs(run: Run, recipe: GlueRecipe, results: dict, runs: dict, best
     written = []
     if recipe.submission:
         written += _write_submission(run, best, test_ids, notes)
-    payload = {"model": recipe.model.name_or_path, "method": recipe.method, **summary, "sane": is_sane(recipe, list(results)),
+    payload = {"model": recipe.model.name_or_path, "method": recipe.method, **summary, "sane": is_sane(recipe),
                "results": results, "skipped": skipped, "notes": notes,
                "runs": {n: [{k: v for k, v in r.items() if k != "predictions"} for r in runs[n]] for n in results},
                "submitted_seed": {n: best[n]["seed"] for n in results}}
