@@ -75,7 +75,12 @@ class FitResult:
 
 def make_accelerator(precision: str):
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
+    # accelerate keeps one process-wide state and refuses a second Accelerator with another
+    # precision; forget the previous one (the process group in PartialState is kept) so
+    # several fits in one process (tests, benchmarks) may use different precisions.
+    AcceleratorState._reset_state()
     # fp16 needs a grad scaler (accelerate's); bf16 and fp32 are plain autocast / no-ops.
     return Accelerator(mixed_precision="no" if precision == "fp32" else precision, split_batches=False)
 
