@@ -122,10 +122,14 @@ def test_resume_after_an_interruption(cli, tmp_path, tiny_model):
     assert code == 2 and "--resume" in err
 
 
-def test_lora_and_seeds(cli, tmp_path, tiny_model):
+def test_lora_and_seeds_on_a_bertctl_run_folder(cli, tmp_path, tiny_model):
+    import shutil
+
+    pretrain_run = tmp_path / "runs" / "pretrain-x"  # what `bertctl pretrain` leaves: the model in model/
+    shutil.copytree(tiny_model, pretrain_run / "model")
     glue = make_glue(tmp_path / "glue", n=16, tasks=["MNLI", "STS-B"])
     out = tmp_path / "suite"
-    code, stdout, err = cli("eval-glue", "--model", tiny_model, "--glue-dir", glue, "--out", out, "--seeds", "2",
+    code, stdout, err = cli("eval-glue", "--model", pretrain_run, "--glue-dir", glue, "--out", out, "--seeds", "2",
                             "method=lora", "lora.target_modules=[query,value]", *FAST)
     assert code == 0, err
     results = json.loads((out / "results.json").read_text())
