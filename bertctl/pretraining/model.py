@@ -69,9 +69,17 @@ def build_model(recipe, tokenizer):
     if recipe.objective.kind == "causal":
         extra["is_decoder"] = True  # BERT-family checkpoints become left-to-right decoders
     torch.manual_seed(recipe.train.seed)  # heads the checkpoint lacks are initialised reproducibly
-    model = load_model(cls, source, trust_remote_code=recipe.model.trust_remote_code,
-                       allow_pickle=recipe.model.allow_pickle, **extra)
+    from transformers.utils import logging
+
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()  # we report missing heads in one line instead of a load report table
+    try:
+        model, info = load_model(cls, source, trust_remote_code=recipe.model.trust_remote_code,
+                                 allow_pickle=recipe.model.allow_pickle, output_loading_info=True, **extra)
+    finally:
+        logging.set_verbosity(verbosity)
     check_compatible(model, recipe, tokenizer)
+    model.new_parameters = sorted(info.get("missing_keys", []))  # e.g. an MLM head an encoder-only checkpoint lacks
     return model
 
 

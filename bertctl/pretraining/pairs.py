@@ -3,7 +3,7 @@
 
 A document is a list of sentences (each a list of token ids). Consecutive sentences are
 gathered into a chunk of about `max_tokens`, the chunk is cut at a random sentence
-boundary into A and B, and:
+boundary (inside the sentence when it is alone) into A and B, and:
   NSP  label 0: B is the real continuation of A
        label 1: B is taken from another document (A's unused sentences go back)
   SOP  label 0: A then B, in the document's order
@@ -41,6 +41,13 @@ def document_pairs(doc: list[list[int]], doc_index: int, kind: str, max_tokens: 
         chunk.append(doc[i])
         length += len(doc[i])
         if i == len(doc) - 1 or length >= target:
+            whole_sentences = len(chunk) >= 2 or len(chunk[0]) < 2
+            if not whole_sentences:
+                # a lone sentence is cut at a random token, so its second half can be B's true
+                # continuation: without this, every one-sentence chunk would be an NSP negative
+                # and short documents would skew the labels far from 50/50
+                cut = int(rng.integers(1, len(chunk[0])))
+                chunk = [chunk[0][:cut], chunk[0][cut:]]
             a_end = int(rng.integers(1, len(chunk))) if len(chunk) >= 2 else 1
             a = [t for s in chunk[:a_end] for t in s]
             b = [t for s in chunk[a_end:] for t in s]
@@ -48,7 +55,8 @@ def document_pairs(doc: list[list[int]], doc_index: int, kind: str, max_tokens: 
             if kind == "nsp" and others and (not b or rng.random() < 0.5):
                 b = _random_segment(others, max(1, target - len(a)), rng)
                 label = 1
-                i -= len(chunk) - a_end  # the sentences B did not use start the next chunk
+                if whole_sentences:
+                    i -= len(chunk) - a_end  # the sentences B did not use start the next chunk
             elif kind == "sop" and b and rng.random() < 0.5:
                 a, b, label = b, a, 1
             a, b = _trim_outer(a, b, max_tokens)

@@ -109,14 +109,22 @@ class HeldOut:
             examples = [self.dataset[i] for i in range(start, min(start + self.batch_size, self.n))]
             yield self.collate(examples, EVAL_EPOCH)
 
-    def unigram_accuracy(self) -> float:
-        """Accuracy of always predicting the most frequent training token (the floor to beat)."""
+    def baselines(self) -> dict[str, float]:
+        """What a model that ignores its input scores: always the most frequent training
+        token (MLM / next token), always the majority pair label (NSP/SOP)."""
         hits = total = 0
+        pair_labels = []
         for batch in self.batches():
             targets = batch["labels"][batch["labels"] != -100] if "labels" in batch else batch["mlm_targets"]
             hits += int((targets == self.unigram_id).sum())
             total += len(targets)
-        return hits / max(total, 1)
+            if "pair_labels" in batch:
+                pair_labels.extend(batch["pair_labels"].tolist())
+        out = {"unigram_accuracy": round(hits / max(total, 1), 6)}
+        if pair_labels:
+            share = float(np.mean(pair_labels))
+            out[f"{self.objective.pairs}_majority_accuracy"] = round(max(share, 1 - share), 6)
+        return out
 
     def __call__(self, model) -> dict[str, float]:
         device = next(model.parameters()).device
@@ -245,6 +253,9 @@ def pretrain(recipe, run, resume: bool = False) -> dict:
         model.config.architectures = [type(model).__name__]
         model.config.save_pretrained(str(run.file("model_config")))
     n_params = sum(p.numel() for p in model.parameters())
+    if getattr(model, "new_parameters", None):
+        heads = sorted({".".join(k.split(".")[:2]) for k in model.new_parameters})
+        log(f"{recipe.model.init} has no weights for {', '.join(heads)}: initialised fresh")
     log(f"{type(model).__name__}: {n_params / 1e6:.2f}M parameters, "
         f"{'from scratch' if recipe.from_scratch else 'continued from ' + recipe.model.init}")
 
@@ -261,7 +272,7 @@ def pretrain(recipe, run, resume: bool = False) -> dict:
     result = fit(wrapped, job, s, run, resume, describe=f"pretraining ({head_kind(obj)})")
 
     final = {k.removeprefix("eval_"): v for k, v in result.final.items() if k.startswith("eval_")}
-    metrics = {**final, "unigram_accuracy": round(evaluate.unigram_accuracy(), 6), "step": result.steps,
+    metrics = {**final, **evaluate.baselines(), "step": result.steps,
                "tokens_per_s": round(result.tokens_per_s, 1), "train_seconds": round(result.seconds, 1),
                "parameters": n_params, "train_sequences": len(train), "heldout_sequences": evaluate.n,
                "vocab_size": len(tokenizer), "objective": _describe(obj)}
@@ -292,10 +303,11 @@ def _plot_loss(run) -> None:
 
 def results_rows(metrics: dict) -> list[dict]:
     """The final table: held-out metrics first, then the run's facts."""
-    order = ["mlm_accuracy", "unigram_accuracy", "mlm_loss", "nsp_accuracy", "nsp_loss", "sop_accuracy", "sop_loss",
-             "lm_loss", "perplexity", "lm_accuracy"]
-    rows = [{"metric": f"held-out {k.replace('_', ' ')}" if k != "unigram_accuracy" else "unigram baseline accuracy",
-             "value": metrics[k]} for k in order if k in metrics]
+    order = ["mlm_accuracy", "lm_accuracy", "unigram_accuracy", "mlm_loss", "lm_loss", "perplexity",
+             "nsp_accuracy", "nsp_majority_accuracy", "nsp_loss", "sop_accuracy", "sop_majority_accuracy", "sop_loss"]
+    names = {"unigram_accuracy": "baseline: most frequent token", "nsp_majority_accuracy": "baseline: majority NSP label",
+             "sop_majority_accuracy": "baseline: majority SOP label"}
+    rows = [{"metric": names.get(k, f"held-out {k.replace('_', ' ')}"), "value": metrics[k]} for k in order if k in metrics]
     for k in ("objective", "step", "tokens_per_s", "train_seconds", "parameters", "vocab_size"):
         if k in metrics:
             rows.append({"metric": k.replace("_", " "), "value": metrics[k]})
