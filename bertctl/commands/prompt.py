@@ -1,8 +1,49 @@
-"""`bertctl prompt` (placeholder until its issue lands)."""
+"""`bertctl prompt`: few-shot prompting of causal LMs (accuracy per K, or free generation)."""
 
-from bertctl.errors import BertctlError
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from bertctl.commands._common import ARGS, OUT, split_args, wrote
 
 
-def prompt() -> None:
-    """Not built yet."""
-    raise BertctlError("`bertctl prompt` is not built yet", fix="see the README for what works today")
+def prompt(
+    args: Optional[List[str]] = ARGS,
+    shots: Optional[str] = typer.Option(None, "--shots", "-k", help="Demonstrations per prompt; a comma list "
+                                                                    "sweeps K, e.g. 0,1,3,8."),
+    task: Optional[str] = typer.Option(None, "--task", "-t", help="sentiment, nli, topic, translate, or a name "
+                                                                  "for a file task (data.eval=...)."),
+    model: Optional[List[str]] = typer.Option(None, "--model", "-m", help="Causal LM: smollm2, a folder, a .gguf "
+                                                                          "file, a pretrain run, a hub id. Repeat "
+                                                                          "to compare models on one plot."),
+    show_prompt: bool = typer.Option(False, "--show-prompt", help="Print the exact prompt of the first example "
+                                                                  "at every K."),
+    out: Optional[Path] = OUT,
+) -> None:
+    """Prompt a causal LM with a task description, K demonstrations and the query.
+
+    Labelled tasks score every answer option's log-probability and report accuracy and
+    macro-F1 per K (table, JSON, Markdown, PNG plot); rows without labels are continued
+    by the model, streamed to the terminal. Default: SmolLM2-135M on the World sentiment set.
+    """
+    from bertctl.prompt import PromptRecipe, parse_shots
+    from bertctl.prompting.run import run_prompt
+    from bertctl.recipe import load, validate
+
+    recipe_arg, overrides = split_args(args)
+    recipe, path = load(PromptRecipe, recipe_arg, overrides, default="prompt")
+    options = {}
+    if shots is not None:
+        options["shots"] = parse_shots(shots)
+    if task is not None:
+        options["task"] = task
+    if model:
+        options["models"] = list(model)
+    if options:  # command-line options win over the recipe; model paths resolve against the cwd
+        recipe = validate(PromptRecipe, {**recipe.model_dump(), **options}, f"{path.name} (with options)",
+                          Path.cwd())
+    result = run_prompt(recipe, out=out, show_prompt=show_prompt)
+    wrote(Path(result["run"]))

@@ -1,0 +1,195 @@
+"""`run_prompt`: sweep models x shots over a task, write the run folder, print the table.
+
+Run folder:
+    recipe.yaml            the resolved recipe
+    predictions.jsonl      one line per (model, K, example): prompt, demos, option scores, prediction
+    results.json / .md     accuracy and macro-F1 per (model, K), plus the majority-class baseline
+    accuracy_vs_shots.png  accuracy against K, one line per model (scoring mode)
+    log.txt
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+
+from bertctl.errors import BertctlError
+from bertctl.prompt import PromptRecipe
+from bertctl.prompting.prompts import option_texts, prompts_for
+from bertctl.prompting.tasks import Task, load_task, render
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def choose_mode(recipe: PromptRecipe, task: Task) -> str:
+    if recipe.mode == "score" or (recipe.mode == "auto" and task.labelled and task.words):
+        if not task.words:
+            raise BertctlError(f"task '{task.name}' has no labels to score",
+                               fix="give `labels` (label -> word) or use mode=generate")
+        return "score"
+    return "generate"
+
+
+def classification_metrics(gold: list[str], pred: list[str]) -> dict:
+    """Accuracy and macro-F1 (over the labels that occur in gold or predictions)."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    return {"accuracy": float(accuracy_score(gold, pred)),
+            "macro_f1": float(f1_score(gold, pred, average="macro", zero_division=0))}
+
+
+def majority_baseline(gold: list[str], labels: list[str]) -> dict:
+    """Always predict the eval set's most frequent label (ties: the first in label order)."""
+    counts = Counter(gold)
+    order = {label: i for i, label in enumerate(labels)}
+    top = max(counts, key=lambda g: (counts[g], -order.get(g, len(order))))
+    return {"label": top, **classification_metrics(gold, [top] * len(gold))}
+
+
+def _write_table_md(rows: list[dict], columns: list[str]) -> str:
+    from bertctl.report import fmt
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _score_one(lm, task: Task, recipe: PromptRecipe, k: int, prompts: list[str], requests, options: list[str],
+               progress) -> list[dict]:
+    """Score every eval row at K shots; one prediction dict per row."""
+    from bertctl.prompting.scoring import choose, normalized, score
+
+    s = recipe.scoring
+    scores = score(lm.model, requests, s.method, s.batch_size, s.option_batch, lm.pad_id, progress)
+    out = []
+    for i, (row, per_option) in enumerate(zip(task.eval_rows, scores)):
+        values = normalized(per_option, options, s.normalize)
+        pred = task.labels[choose(values)]
+        gold = task.label_of(row) if task.labelled else None
+        out.append({"index": i, "label": gold, "prediction": pred,
+                    "correct": None if gold is None else pred == gold,
+                    "scores": dict(zip(task.labels, values)),
+                    "logprobs": dict(zip(task.labels, (lp for lp, _ in per_option))),
+                    "tokens": dict(zip(task.labels, (n for _, n in per_option)))})
+    return out
+
+
+def _generate_one(lm, task: Task, recipe: PromptRecipe, k: int, prompts: list[str], console) -> list[dict]:
+    """Generate a continuation for every eval row at K shots, streaming it to the terminal."""
+    from bertctl.prompting.lm import generate
+
+    words = {w.strip(): label for label, w in task.words.items()}
+    out = []
+    for i, (row, prompt) in enumerate(zip(task.eval_rows, prompts)):
+        if recipe.generation.stream:
+            query = render(task.input, row).replace("\n", " ")
+            console.print(f"[dim][{lm.name} {k}-shot #{i}][/] {query}", markup=True, end="", soft_wrap=True)
+        text = generate(lm, prompt, recipe.generation, seed=recipe.seed + i)
+        gold = task.label_of(row) if task.labelled else None
+        pred = words.get(text.strip(), text.strip())
+        gold_text = task.words.get(gold, gold) if gold is not None else None
+        out.append({"index": i, "label": gold, "generation": text, "prediction": pred,
+                    "correct": None if gold is None else text.strip() == str(gold_text).strip()})
+    return out
+
+
+def run_prompt(recipe: PromptRecipe, out=None, show_prompt: bool = False) -> dict:
+    """Prompt every model at every K on the task; returns what results.json holds."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from bertctl.prompting.lm import load_lm
+    from bertctl.prompting.scoring import check_lengths, encode
+    from bertctl.recipe import dump
+    from bertctl.report import line_plot, print_table
+    from bertctl.runs import Run
+
+    console = _console()
+    task = load_task(recipe)
+    mode = choose_mode(recipe, task)
+    fixed = recipe.demos == "fixed"
+    # prompts depend only on the task and K, not the model: build (and check) them all first
+    prompts = {k: prompts_for(task, k, recipe.seed, fixed) for k in recipe.shots}
+    options = option_texts(task) if mode == "score" else []
+
+    run = Run.create(out, "prompt")
+    run.write_text("recipe.yaml", dump(recipe))
+    summary = (f"task {task.name} ({mode}): {len(task.eval_rows)} examples from {task.source}, "
+               f"{len(task.pool_rows)} in the demonstration pool; shots {', '.join(map(str, recipe.shots))}")
+    console.print(summary)
+    run.log(summary)
+    for note in task.notes:
+        console.print(f"  [dim]{note}[/]")
+        run.log(note)
+    if show_prompt:
+        for k in recipe.shots:
+            console.rule(f"prompt of example 0 at {k} shots")
+            console.print(prompts[k][0][0], markup=False, highlight=False, soft_wrap=True)
+            if options:
+                console.print("[dim]options:[/] " + " | ".join(repr(o) for o in options), soft_wrap=True)
+        console.rule()
+
+    results, series = [], {}
+    with open(run.file("predictions.jsonl"), "w", encoding="utf-8") as pred_file:
+        for name in recipe.models:
+            console.print(f"loading {name} ...")
+            lm = load_lm(name, recipe.model)
+            run.log(f"loaded {lm.label} in {lm.load_seconds:.1f}s")
+            requests = {}
+            if mode == "score":  # encode every K first: a too-long prompt fails before any scoring
+                for k in recipe.shots:
+                    requests[k] = encode(lm.tokenizer, prompts[k][0], options)
+                    check_lengths(requests[k], lm.model, f"{lm.name} at {k} shots")
+            for k in recipe.shots:
+                t0 = time.perf_counter()
+                if mode == "score":
+                    with Progress(TextColumn(f"{lm.name} {k}-shot"), BarColumn(), MofNCompleteColumn(),
+                                  TimeElapsedColumn(), console=console, transient=True) as bar:
+                        job = bar.add_task("score", total=len(task.eval_rows))
+                        preds = _score_one(lm, task, recipe, k, prompts[k][0], requests[k], options,
+                                           lambda n: bar.advance(job, n))
+                else:
+                    preds = _generate_one(lm, task, recipe, k, prompts[k][0], console)
+                seconds = time.perf_counter() - t0
+                for p, prompt, demos in zip(preds, *prompts[k]):
+                    row = task.eval_rows[p["index"]]
+                    line = {"model": lm.name, "shots": k, **p, "demos": demos, "prompt": prompt,
+                            "input": {f: row.get(f) for f in task.input_fields()}}
+                    pred_file.write(json.dumps(line, ensure_ascii=False) + "\n")
+                pred_file.flush()
+                entry = {"model": lm.name, "shots": k, "n": len(preds), "seconds": round(seconds, 2)}
+                if task.labelled:
+                    entry.update(classification_metrics([p["label"] for p in preds],
+                                                         [p["prediction"] for p in preds]))
+                    series.setdefault(lm.name, ([], []))
+                    series[lm.name][0].append(k)
+                    series[lm.name][1].append(entry["accuracy"])
+                results.append(entry)
+                run.log(json.dumps(entry))
+
+    report = {"task": task.name, "mode": mode, "source": task.source, "n_eval": len(task.eval_rows),
+              "n_pool": len(task.pool_rows), "labels": task.words, "normalize": recipe.scoring.normalize,
+              "method": recipe.scoring.method, "demos": recipe.demos, "notes": task.notes, "rows": results}
+    columns = ["model", "shots", "n", "accuracy", "macro_f1", "seconds"]
+    table_rows = list(results)
+    if task.labelled:
+        base = majority_baseline([task.label_of(r) for r in task.eval_rows], task.labels)
+        report["majority"] = base
+        table_rows.append({"model": f"majority class ({base['label']})", "n": len(task.eval_rows),
+                           "accuracy": base["accuracy"], "macro_f1": base["macro_f1"]})
+    else:
+        columns = ["model", "shots", "n", "seconds"]
+    run.write_json("results.json", report)
+    run.write_text("results.md", f"# bertctl prompt: {task.name}\n\n" + _write_table_md(table_rows, columns))
+    if series and mode == "score":
+        line_plot(run.file("accuracy_vs_shots.png"), series, "demonstrations in the prompt (K)", "accuracy",
+                  f"{task.name}: accuracy vs shots ({len(task.eval_rows)} examples)",
+                  hlines={"majority class": report["majority"]["accuracy"]})
+    print_table(f"bertctl prompt: {task.name}", table_rows, columns,
+                caption=f"scores: {recipe.scoring.normalize} normalisation; demos {recipe.demos}")
+    report["run"] = str(run.path)
+    return report
