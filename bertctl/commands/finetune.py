@@ -99,7 +99,7 @@ def show(run_path: Path) -> None:
     from bertctl.tasks.run import comparison_rows, results_rows
 
     summary = read_json(run_path / "metrics.json")
-    print_table(f"finetune {summary['task']}: dev metrics", results_rows(summary))
+    print_table(f"{summary['task']}: dev", results_rows(summary))
     line = f"model {summary['model'].split(' (')[0]}"
     if "n_train" in summary:
         line += (f" | {summary['init']} init, {summary['method']} | {summary['n_train']} train / {summary['n_dev']} dev"

@@ -79,7 +79,8 @@ class WorldData(Section):
     test: int = Field(0, ge=0)
     seed: int = 0
     language: Literal["en", "xx"] = "en"
-    tags: Literal["upos", "bio"] = Field("upos", description="tag task: UPOS, or BIO spans over proper nouns")
+    tags: Literal["upos", "bio"] | None = Field(
+        None, description="tag task: UPOS, or BIO spans over proper nouns; empty = bio for task ner, else upos")
 
 
 class HfData(Section):

@@ -219,6 +219,10 @@ def map_columns(rows: list[dict], kind: str, columns: dict, source: str, labelle
     mapping = {}
     for role in REQUIRED[kind] + OPTIONAL.get(kind, []):
         chosen = columns.get(role)
+        if chosen is not None and chosen not in available and (labelled or role not in ("label", "tags", "answers")):
+            raise BertctlError(f"{source}: no column {chosen!r} (data.columns.{role}); "
+                               f"available columns: {', '.join(map(repr, available))}",
+                               fix=f"set data.columns.{role} to one of the available columns")
         if chosen is None:
             chosen = next((c for c in DEFAULT_COLUMNS[kind][role] if c in available), None)
         if chosen is None:
@@ -309,8 +313,9 @@ def split_rows(rows: list[dict], share: float, seed: int) -> tuple[list[dict], l
     return [rows[i] for i in keep], [rows[i] for i in held]
 
 
-def load_splits(data: DataSettings, kind: str, need_train: bool = True) -> Splits:
-    """Read train/dev/test for a task kind, as role-keyed rows, with the label set."""
+def load_splits(data: DataSettings, kind: str, need_train: bool = True, task: str | None = None) -> Splits:
+    """Read train/dev/test for a task kind, as role-keyed rows, with the label set.
+    `task` is the name the user typed (World data for "ner" gets BIO tags)."""
     columns = data.columns.model_dump()
     notes: list[str] = []
     names: dict[str, str] = {}
@@ -319,7 +324,8 @@ def load_splits(data: DataSettings, kind: str, need_train: bool = True) -> Split
         from bertctl.data.world import World
 
         w = data.world
-        rows = world_rows(kind, World(w.seed, w.language), w.train + w.dev + w.test, w.tags)
+        tags = w.tags or ("bio" if task == "ner" else "upos")
+        rows = world_rows(kind, World(w.seed, w.language), w.train + w.dev + w.test, tags)
         raw = {"train": rows[:w.train], "dev": rows[w.train:w.train + w.dev], "test": rows[w.train + w.dev:] or None}
         label = f"World(seed={w.seed}, language={w.language!r})"
         names = {s: f"{label} {s}" for s, rows in raw.items() if rows is not None}

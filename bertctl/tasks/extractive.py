@@ -17,7 +17,7 @@ from bertctl.tasks.base import Task, batched_outputs, model_inputs
 class QaTask(Task):
     kind = "qa"
     auto_class = "AutoModelForQuestionAnswering"
-    pipeline_task = "question-answering"
+    pipeline_task = None  # transformers 5 removed the question-answering pipeline
     main_metric = "f1"
     needs_fast_tokenizer = True
 

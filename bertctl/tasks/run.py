@@ -105,7 +105,7 @@ def train_one(recipe: FinetuneRecipe, run: Run, resume: bool, say: Callable[[str
     write_recipe(run, recipe)
     source, line = methods.pick_model(recipe.model.name_or_path, recipe.model.allow_pickle)
     say(line + ("" if recipe.model.init == "pretrained" else " [architecture only: random init]"))
-    splits = data_mod.load_splits(recipe.data, kind)
+    splits = data_mod.load_splits(recipe.data, kind, task=recipe.task)
     for note in splits.notes:
         say(note)
     say(f"data: {len(splits.train)} train ({splits.names['train']}), {len(splits.dev)} dev ({splits.names['dev']})"
@@ -288,7 +288,7 @@ def evaluate_run(run_dir, overrides: list[str] | None = None, out=None, quiet: b
     run = Run.create(out, "finetune-eval")
     say = _Say(run, quiet)
     write_recipe(run, recipe, f"bertctl finetune --eval-only {run_dir}")
-    splits = data_mod.load_splits(recipe.data, kind, need_train=False)
+    splits = data_mod.load_splits(recipe.data, kind, need_train=False, task=recipe.task)
     for note in splits.notes:
         say(note)
     data_mod.check_known_labels(kind, splits.dev, labels, splits.names["dev"])
