@@ -231,12 +231,14 @@ def fit(model: torch.nn.Module, job: Job, s: TrainSettings, run: Run, resume: bo
     step, start_epoch, skip_batches, evals = 0, 0, 0, []
     if resume:
         ckpt = run.latest_checkpoint()
-        if ckpt is None:
-            raise BertctlError(f"nothing to resume in {run.path}: no complete checkpoint", fix="start the run again without --resume")
-        state = load_checkpoint(ckpt, raw_model, optimizer, scheduler)
-        step, start_epoch, skip_batches, evals = state["step"], state["epoch"], state["batch"], state.get("evals", [])
-        run.truncate_metrics(step)
-        run.log(f"resumed from {ckpt.name}")
+        if ckpt is None:  # stopped before its first checkpoint: nothing is lost by starting over
+            run.truncate_metrics(0)
+            run.log("no complete checkpoint yet: starting from step 0")
+        else:
+            state = load_checkpoint(ckpt, raw_model, optimizer, scheduler)
+            step, start_epoch, skip_batches, evals = state["step"], state["epoch"], state["batch"], state.get("evals", [])
+            run.truncate_metrics(step)
+            run.log(f"resumed from {ckpt.name}")
 
     def evaluate(epoch: int) -> dict:
         if job.evaluate is None:
