@@ -189,21 +189,42 @@ def corpus_fingerprint(data) -> str:
 # ------------------------------------------------------------------------ tokenizer
 
 
-def train_tokenizer(texts: Iterator[str], vocab_size: int, lowercase: bool = True, min_frequency: int = 2):
-    """A BERT WordPiece tokenizer trained on `texts` (streamed), as a transformers tokenizer."""
+def _continuation_tokens(chars: set[str], normalizer, pre_tokenizer) -> list[str]:
+    """"##c" for every character c that can continue a word, in a fixed order.
+
+    Why: the WordPiece trainer numbers these tokens in hash-map order as it meets them,
+    which changes from process to process, and breaks ties between equally frequent
+    merges by those numbers; so the same corpus gave different vocabularies (and token
+    ids) on every run (huggingface/tokenizers#1794). Registered up front as special
+    tokens they get fixed ids and training is deterministic."""
+    normalized = {c for raw in chars for c in normalizer.normalize_str(raw) if not c.isspace()}
+    # punctuation is split off as a word of its own, so it never continues one
+    inside = [c for c in sorted(normalized) if len(pre_tokenizer.pre_tokenize_str(f"a{c}a")) == 1]
+    return [f"##{c}" for c in inside]
+
+
+def train_tokenizer(texts: Iterator[str], vocab_size: int, lowercase: bool = True, min_frequency: int = 2,
+                    chars: set[str] | None = None):
+    """A BERT WordPiece tokenizer trained on `texts` (streamed), as a transformers tokenizer.
+    `chars`: every character of the texts (`corpus_tokenizer` streams the corpus twice to
+    get them); without it the texts are read into memory first."""
     from tokenizers import Tokenizer, normalizers, pre_tokenizers
     from tokenizers.models import WordPiece
     from tokenizers.trainers import WordPieceTrainer
     from transformers import BertTokenizer
 
+    if chars is None:
+        texts = list(texts)
+        chars = set().union(*map(set, texts))
     tok = Tokenizer(WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIALS,
+    fixed = _continuation_tokens(chars, tok.normalizer, tok.pre_tokenizer)
+    trainer = WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIALS + fixed,
                                continuing_subword_prefix="##", show_progress=False)
     tok.train_from_iterator(texts, trainer)
     vocab = tok.get_vocab()
-    if len(vocab) <= len(SPECIALS):
+    if len(vocab) <= len(SPECIALS) + len(fixed):
         raise BertctlError("the corpus is too small to train a tokenizer", fix="give a larger corpus")
     return BertTokenizer(vocab=vocab, do_lower_case=lowercase)
 
@@ -225,7 +246,10 @@ def corpus_tokenizer(recipe) -> tuple[object, str]:
             if not is_heldout(i, data.heldout):
                 yield from doc
 
-    tokenizer = train_tokenizer(texts(), t.vocab_size, t.lowercase, t.min_frequency)
+    chars: set[str] = set()
+    for text in texts():  # first pass: the alphabet (see _continuation_tokens), in constant memory
+        chars.update(text)
+    tokenizer = train_tokenizer(texts(), t.vocab_size, t.lowercase, t.min_frequency, chars)
     _save_atomically(folder, tokenizer.save_pretrained)
     return tokenizer, str(folder)
 
