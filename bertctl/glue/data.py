@@ -104,9 +104,10 @@ class HubGlue:
 
     def read(self, task: GlueTask, spec: str, kind: str) -> tuple[list[dict], int]:
         ds = self._split(spec)
+        examples = ds.to_list() if hasattr(ds, "to_list") else ds  # one Arrow conversion, not 400k row reads
         columns = list(task.hub_inputs)
         rows = []
-        for ex in ds:
+        for ex in examples:
             row = {out: ex[col] for out, col in zip(task.inputs, columns)}
             row["idx"] = str(ex["idx"])
             if kind != "test":
