@@ -1,5 +1,69 @@
-"""`bertctl probe ...` (placeholder until its issue lands)."""
+"""`bertctl probe similarity|layers|checkpoints|align`: what does a model know, and where?
+
+Each subcommand reads the probe recipe (default: the built-in `probe`), takes the model
+from `--model` (a bertctl run folder, a local checkpoint, a hub id or 'minilm'), writes a
+run folder with JSON and PNG results and prints a table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
 
 import typer
 
-app = typer.Typer(help="Probe what a model knows (not built yet).")
+from bertctl.commands._common import ARGS, OUT, split_args, wrote
+
+app = typer.Typer(help="Probe what a model knows: word senses, layers, checkpoints, cross-lingual alignment.",
+                  no_args_is_help=True)
+
+MODEL = typer.Option(None, "--model", "-m",
+                     help="bertctl run folder, local model folder, hub id, or 'minilm' (default: the recipe's, "
+                          "else the newest runs/pretrain-*, else minilm).")
+
+
+def _recipe(subcommand: str, args: Optional[List[str]], model: Optional[str]):
+    import os
+
+    from bertctl.probe._run import check_subcommand
+    from bertctl.probe.config import ProbeRecipe
+    from bertctl.recipe import load
+
+    source, overrides = split_args(args)
+    recipe, path = load(ProbeRecipe, source, overrides, "probe")
+    check_subcommand(recipe, subcommand, path)
+    if model:
+        recipe.model.name_or_path = str(Path(model).resolve()) if os.path.exists(model) else model
+    return recipe
+
+
+@app.command("similarity")
+def similarity(args: Optional[List[str]] = ARGS, model: Optional[str] = MODEL, out: Optional[Path] = OUT) -> None:
+    """Cosine similarity of one word's contextual vectors across sentences (senses)."""
+    from bertctl.probe.similarity import main
+
+    wrote(main(_recipe("similarity", args, model), out))
+
+
+@app.command("layers")
+def layers(args: Optional[List[str]] = ARGS, model: Optional[str] = MODEL, out: Optional[Path] = OUT) -> None:
+    """Linear probe accuracy per layer, next to a majority and a random-init control."""
+    from bertctl.probe.layers import main
+
+    wrote(main(_recipe("layers", args, model), out))
+
+
+@app.command("checkpoints")
+def checkpoints(args: Optional[List[str]] = ARGS, model: Optional[str] = MODEL, out: Optional[Path] = OUT) -> None:
+    """Probes over the checkpoints of a `bertctl pretrain` run, against the training step."""
+    from bertctl.probe.checkpoints import main
+
+    wrote(main(_recipe("checkpoints", args, model), out))
+
+
+@app.command("align")
+def align(args: Optional[List[str]] = ARGS, model: Optional[str] = MODEL, out: Optional[Path] = OUT) -> None:
+    """Translate words between two languages by nearest neighbour, with and without the mean shift."""
+    from bertctl.probe.align import main
+
+    wrote(main(_recipe("align", args, model), out))

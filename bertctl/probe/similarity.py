@@ -1,0 +1,212 @@
+"""`probe similarity`: is one word's contextual vector different in different senses?
+
+Take the target word's vector (one layer) in each sentence, compare all pairs by cosine,
+and, when the sentences carry sense labels, compare the mean similarity *within* a sense
+to the mean *between* senses. Two controls:
+
+- the static input embedding of the word (identical in every sentence, whatever the sense:
+  within == between, so any gap must come from context);
+- a randomly initialised encoder of the same shape (context mixing without learning).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from bertctl.errors import BertctlError
+from bertctl.probe.features import Encoder, cosine_matrix, find_target, random_like, resolve_layer, span_features
+
+
+# ------------------------------------------------------------------------ the numbers
+
+
+def group_means(sim: np.ndarray, groups: list) -> dict:
+    """Mean similarity over pairs i<j in the same group and in different groups.
+
+    `gap` = within - between: positive when the vectors separate the groups.
+    """
+    n = len(groups)
+    if sim.shape != (n, n):
+        raise ValueError(f"matrix {sim.shape} does not match {n} groups")
+    within, between = [], []
+    for i in range(n):
+        for j in range(i + 1, n):
+            (within if groups[i] == groups[j] else between).append(float(sim[i, j]))
+    if not within or not between:
+        raise BertctlError("within/between needs at least two groups and one group with two sentences",
+                           fix="label the sentences with at least two senses")
+    w, b = float(np.mean(within)), float(np.mean(between))
+    return {"within": w, "between": b, "gap": w - b, "pairs_within": len(within), "pairs_between": len(between)}
+
+
+# --------------------------------------------------------------------------- data
+
+
+def read_sentence_file(path: str) -> list[tuple[str, str | None]]:
+    """One sentence per line, optionally 'sentence<TAB>group'; or JSONL with text/group."""
+    p = Path(path)
+    if not p.is_file():
+        raise BertctlError(f"sentence file {p} does not exist", fix="check similarity.file")
+    rows = []
+    for number, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if p.suffix == ".jsonl":
+            try:
+                obj = json.loads(line)
+                rows.append((str(obj["text"]), None if obj.get("group") is None else str(obj["group"])))
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise BertctlError(f"{p}: line {number} is not a JSON object with a 'text' key",
+                                   fix='write lines like {"text": "...", "group": "fruit"}') from None
+        else:
+            text, _, group = line.partition("\t")
+            rows.append((text.strip(), group.strip() or None))
+    if not rows:
+        raise BertctlError(f"{p} holds no sentences", fix="one sentence per line")
+    return rows
+
+
+def sentences_from(block) -> tuple[list[tuple[str, str | None]], str, str]:
+    """(sentences with groups, the word to find in them, where they came from).
+
+    Priority: file > the recipe's list > the World generator. The World writes "xx"
+    sentences with the xx word for `word` (apple -> its xx translation), so the word to
+    find is translated through World.bilingual_lexicon() there.
+    """
+    if block.file:
+        return read_sentence_file(block.file), block.word, str(block.file)
+    if block.sentences:
+        rows = [(s, None) if isinstance(s, str) else (s.text, s.group) for s in block.sentences]
+        return rows, block.word, "recipe"
+    from bertctl.data.world import World
+
+    world = World(seed=block.world_seed, language=block.language)
+    rows = [(s, str(sense)) for s, sense in world.sense_sentences(block.word, block.n_per_sense)]
+    word = dict(world.bilingual_lexicon()).get(block.word, block.word) if block.language == "xx" else block.word
+    return rows, word, f"{world!r}.sense_sentences({block.word!r}, {block.n_per_sense})"
+
+
+def locate(sentences: list[str], word: str) -> list[tuple[int, int]]:
+    spans = []
+    for i, text in enumerate(sentences):
+        span = find_target(text, word)
+        if span is None:
+            raise BertctlError(f"the word {word!r} is not in sentence {i + 1}: {text[:80]!r}",
+                           fix="check the spelling (a whole-word match, any case) or set similarity.word")
+        spans.append(span)
+    return spans
+
+
+# ------------------------------------------------------------------------ the probe
+
+
+def target_vectors(enc: Encoder, sentences: list[str], word: str, batch_size: int = 32, max_length: int = 128):
+    spans = locate(sentences, word)
+    feats = span_features(enc, sentences, [[s] for s in spans], "mean", batch_size, max_length)
+    if not feats.found.all():
+        i = int(np.flatnonzero(~feats.found)[0])
+        raise BertctlError(f"sentence {i + 1} is cut before the word {word!r} (max_length={max_length})",
+                           fix="raise max_length or shorten the sentence")
+    return feats
+
+
+def similarity(enc: Encoder, rows: list[tuple[str, str | None]], word: str, layer: int = -1, random_control: bool = True,
+               seed: int = 0, batch_size: int = 32, max_length: int = 128) -> dict:
+    """All numbers of `probe similarity` as one JSON-able dict."""
+    sentences = [t for t, _ in rows]
+    groups = [g for _, g in rows]
+    feats = target_vectors(enc, sentences, word, batch_size, max_length)
+    layer = resolve_layer(layer, enc.n_layers)
+    sim = cosine_matrix(feats.layers[layer])
+    result = {
+        "model": enc.label, "word": word, "layer": layer, "n_layers": enc.n_layers - 1,
+        "sentences": [{"text": t, "group": g, "sub_tokens": int(k), "unknown_token": bool(u)}
+                      for (t, g), k, u in zip(rows, feats.n_tokens, feats.unk)],
+        "cosine": sim.round(6).tolist(),
+    }
+    if feats.unk.any():
+        result["warning"] = (f"{word!r} maps to the unknown token in {int(feats.unk.sum())} sentence(s): "
+                             "this tokenizer's vocabulary lacks it, so its vectors say little")
+    labelled = all(g is not None for g in groups) and len(set(groups)) >= 2
+    if labelled:
+        result["groups"] = {
+            "contextual": group_means(sim, groups),
+            "static_embedding": group_means(cosine_matrix(feats.static), groups),
+            "by_layer": [{"layer": li, **group_means(cosine_matrix(feats.layers[li]), groups)}
+                         for li in range(enc.n_layers)],
+        }
+        if random_control:
+            rnd = random_like(enc, seed)
+            rfeats = target_vectors(rnd, sentences, word, batch_size, max_length)
+            result["groups"]["random_init"] = {"model": rnd.label, **group_means(cosine_matrix(rfeats.layers[layer]), groups)}
+            del rnd
+    return result
+
+
+def summary_rows(result: dict) -> list[dict]:
+    """The within/between table: the chosen layer, the controls, then every layer."""
+    g = result["groups"]
+    rows = [{"name": f"contextual, layer {result['layer']}", **_pick(g["contextual"])},
+            {"name": "static input embedding (control)", **_pick(g["static_embedding"])}]
+    if "random_init" in g:
+        rows.append({"name": f"random init, layer {result['layer']} (control)", **_pick(g["random_init"])})
+    rows += [{"name": f"  layer {r['layer']}", **_pick(r)} for r in g["by_layer"] if r["layer"] != result["layer"]]
+    return rows
+
+
+def _pick(d: dict) -> dict:
+    return {"within": d["within"], "between": d["between"], "gap": d["gap"]}
+
+
+def short_labels(rows: list[tuple[str, str | None]], width: int = 28) -> list[str]:
+    out = []
+    for i, (text, group) in enumerate(rows, 1):
+        t = text if len(text) <= width else text[:width - 1] + "…"
+        out.append(f"{i}{' [' + group + ']' if group else ''} {t}")
+    return out
+
+
+# -------------------------------------------------------------------------- command
+
+
+def main(recipe, out=None) -> Path:
+    """`bertctl probe similarity`: JSON + heatmap in a run folder, tables on screen."""
+    from bertctl.probe._run import model_name, renderable, start
+    from bertctl.probe.features import load_encoder
+    from bertctl.report import heatmap, print_table
+
+    block = recipe.similarity
+    rows, word, origin = sentences_from(block)
+    enc = load_encoder(model_name(recipe), recipe.device, recipe.model.trust_remote_code, recipe.model.allow_pickle)
+    run = start(recipe, "similarity", out)
+    result = similarity(enc, rows, word, block.layer, recipe.random_control, recipe.seed,
+                        recipe.batch_size, recipe.max_length)
+    result["sentences_from"] = origin
+    run.write_json("similarity.json", result)
+
+    labels = short_labels(rows) if all(renderable(t) for t, _ in rows) else \
+        [f"{i}{' [' + g + ']' if g else ''}" for i, (_, g) in enumerate(rows, 1)]
+    heatmap(run.file("similarity.png"), result["cosine"], labels,
+            f"cosine of '{word if renderable(word) else 'target'}', layer {result['layer']}")
+
+    n = len(rows)
+    matrix_rows = [{"#": str(i + 1), "sense": g or "", **{str(j + 1): f"{result['cosine'][i][j]:.2f}" for j in range(n)}}
+                   for i, (_, g) in enumerate(rows)]
+    print_table(f"Cosine similarity of {word!r}, layer {result['layer']}: {enc.label}", matrix_rows,
+                caption="; ".join(f"{i + 1}: {t}" for i, (t, _) in enumerate(rows))[:2000])
+    if "groups" in result:
+        print_table("Within-sense vs between-sense similarity", summary_rows(result), ["name", "within", "between", "gap"],
+                    caption="gap = within - between; the static embedding cannot tell senses apart (gap 0)")
+        g = result["groups"]
+        run.write_json("metrics.json", {"within": g["contextual"]["within"], "between": g["contextual"]["between"],
+                                        "gap": g["contextual"]["gap"], "static_gap": g["static_embedding"]["gap"],
+                                        **({"random_init_gap": g["random_init"]["gap"]} if "random_init" in g else {})})
+    if "warning" in result:
+        from bertctl.commands._common import console
+
+        console().print(f"[yellow]warning:[/] {result['warning']}")
+    run.log(f"probe similarity on {enc.label}: {len(rows)} sentences from {origin}")
+    return run.path
