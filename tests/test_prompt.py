@@ -398,3 +398,18 @@ def test_cli_errors_are_one_line(cli, tmp_path):
     code, _, err = cli("prompt", "--model", bert, "--out", tmp_path / "b", "data.limit=2")
     assert code == 2 and "not a causal" in err
     assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.slow
+def test_generation_of_a_labelled_task_reports_exact_match(bpe, tmp_path):
+    from bertctl.prompting.run import run_prompt
+
+    folder = save_model(tiny_llama(len(bpe)), bpe, tmp_path / "tiny")
+    recipe = PromptRecipe(task="translate", models=[str(folder)], shots=[2], mode="generate",
+                          data={"limit": 2, "pool_size": 6}, generation={"max_new_tokens": 3, "stream": False})
+    report = run_prompt(recipe, out=tmp_path / "run")
+    assert report["mode"] == "generate" and report["rows"][0]["n"] == 2
+    assert report["rows"][0]["accuracy"] in (0.0, 0.5, 1.0)
+    preds = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    assert all(isinstance(p["correct"], bool) and "generation" in p for p in preds)
+    assert preds[0]["prompt"].startswith("Translate English words into Xx.\n\nEnglish: ")

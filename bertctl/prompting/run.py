@@ -139,15 +139,17 @@ def run_prompt(recipe: PromptRecipe, out=None, show_prompt: bool = False) -> dic
             console.print(f"loading {name} ...")
             lm = load_lm(name, recipe.model)
             run.log(f"loaded {lm.label} in {lm.load_seconds:.1f}s")
+            taken = {r["model"] for r in results}  # two folders both named "model" get distinct names
+            shown = lm.name if lm.name not in taken else f"{lm.name}-{len(taken) + 1}"
             requests = {}
             if mode == "score":  # encode every K first: a too-long prompt fails before any scoring
                 for k in recipe.shots:
                     requests[k] = encode(lm.tokenizer, prompts[k][0], options)
-                    check_lengths(requests[k], lm.model, f"{lm.name} at {k} shots")
+                    check_lengths(requests[k], lm.model, f"{shown} at {k} shots")
             for k in recipe.shots:
                 t0 = time.perf_counter()
                 if mode == "score":
-                    with Progress(TextColumn(f"{lm.name} {k}-shot"), BarColumn(), MofNCompleteColumn(),
+                    with Progress(TextColumn(f"{shown} {k}-shot"), BarColumn(), MofNCompleteColumn(),
                                   TimeElapsedColumn(), console=console, transient=True) as bar:
                         job = bar.add_task("score", total=len(task.eval_rows))
                         preds = _score_one(lm, task, recipe, k, prompts[k][0], requests[k], options,
@@ -157,17 +159,17 @@ def run_prompt(recipe: PromptRecipe, out=None, show_prompt: bool = False) -> dic
                 seconds = time.perf_counter() - t0
                 for p, prompt, demos in zip(preds, *prompts[k]):
                     row = task.eval_rows[p["index"]]
-                    line = {"model": lm.name, "shots": k, **p, "demos": demos, "prompt": prompt,
+                    line = {"model": shown, "shots": k, **p, "demos": demos, "prompt": prompt,
                             "input": {f: row.get(f) for f in task.input_fields()}}
                     pred_file.write(json.dumps(line, ensure_ascii=False) + "\n")
                 pred_file.flush()
-                entry = {"model": lm.name, "shots": k, "n": len(preds), "seconds": round(seconds, 2)}
+                entry = {"model": shown, "shots": k, "n": len(preds), "seconds": round(seconds, 2)}
                 if task.labelled:
                     entry.update(classification_metrics([p["label"] for p in preds],
                                                          [p["prediction"] for p in preds]))
-                    series.setdefault(lm.name, ([], []))
-                    series[lm.name][0].append(k)
-                    series[lm.name][1].append(entry["accuracy"])
+                    series.setdefault(shown, ([], []))
+                    series[shown][0].append(k)
+                    series[shown][1].append(entry["accuracy"])
                 results.append(entry)
                 run.log(json.dumps(entry))
 
