@@ -249,3 +249,9 @@ def test_corpus_formats_and_errors(tmp_path, cache):
     assert folder2 == folder and (folder / "train" / "tokens.bin").stat().st_mtime_ns == stamp
     assert all(len(train[i].ids) == 16 for i in range(len(train) - 1))  # packed: no padding but the tail
     assert len(heldout) >= 1 and train.meta["documents"] + heldout.meta["documents"] == len(docs)
+    assert tokenizer.pad_token_id not in train.tokens  # nothing to pad in packed text
+
+    # a tokenizer.json that pads every encoding (MiniLM's does) changes neither the text nor the key
+    tokenizer.backend_tokenizer.enable_padding(length=64, pad_id=tokenizer.pad_token_id)
+    _, _, folder3 = prepare_sequences(r, tokenizer, log=lambda m: None)
+    assert folder3 == folder

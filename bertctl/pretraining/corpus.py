@@ -254,8 +254,20 @@ def corpus_tokenizer(recipe) -> tuple[object, str]:
     return tokenizer, str(folder)
 
 
+def plain_backend(tokenizer):
+    """A copy of the fast tokenizer without padding or truncation. Some checkpoints ship a
+    tokenizer.json that pads every encoding to a fixed length (MiniLM's pads to 128): that
+    must not leak [PAD]s into the packed text, nor change the cache key."""
+    from tokenizers import Tokenizer
+
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    backend.no_padding()
+    backend.no_truncation()
+    return backend
+
+
 def tokenizer_fingerprint(tokenizer) -> str:
-    return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()[:16]
+    return hashlib.sha256(plain_backend(tokenizer).to_str().encode()).hexdigest()[:16]
 
 
 def _save_atomically(folder: Path, save) -> None:
@@ -421,7 +433,7 @@ def make_packer(objective, length: int, tokenizer, seed: int):
 
 def _tokenized_documents(docs: Iterator[list[str]], tokenizer, block: int = 500) -> Iterator[list[list[int]]]:
     """Documents as lists of sentences of token ids, tokenised in batches (fast, parallel)."""
-    backend = tokenizer.backend_tokenizer
+    backend = plain_backend(tokenizer)
     pending: list[list[str]] = []
 
     def flush():
