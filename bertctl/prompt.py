@@ -13,7 +13,10 @@ filled in) given the prompt, summed over the option's tokens; the option with th
 highest score is the prediction. `scoring.normalize` picks the length normalisation:
 "none" (the default: summed log-probability, the harness's `acc`), "tokens" (mean per
 token) or "chars" (divided by the option's length in characters, the harness's
-`acc_norm`). Rows without labels are not scored: the model's continuation is generated
+`acc_norm`). `scoring.calibrate` (off by default) subtracts, before normalising, each
+option's log-probability after a content-free query ("N/A") with the same demonstrations,
+which removes the bias towards the label of the last or most frequent demonstration that
+small models show (Zhao et al. 2021, "Calibrate before use"). Rows without labels are not scored: the model's continuation is generated
 and streamed to the terminal instead.
 
 Template placeholders are the data's column names in braces ({text}, {premise},
@@ -71,6 +74,10 @@ class ScoringSection(Section):
                               "forward per option (the reference)")
     batch_size: int = Field(8, gt=0, description="prompts per forward pass")
     option_batch: int = Field(64, gt=0, description="option continuations per forward pass (prefix method)")
+    calibrate: bool = Field(False, description="contextual calibration (Zhao et al. 2021): subtract every "
+                                               "option's log-prob after a content-free query with the same "
+                                               "demonstrations (one more prompt per query; off by default)")
+    content_free: str = Field("N/A", description="the content-free text put in every input placeholder")
 
 
 class GenerationSection(Section):

@@ -413,3 +413,23 @@ def test_generation_of_a_labelled_task_reports_exact_match(bpe, tmp_path):
     preds = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
     assert all(isinstance(p["correct"], bool) and "generation" in p for p in preds)
     assert preds[0]["prompt"].startswith("Translate English words into Xx.\n\nEnglish: ")
+
+
+def test_contextual_calibration_subtracts_the_content_free_scores(bpe, tmp_path):
+    from bertctl.prompting.prompts import content_free_prompts, prompts_for
+    from bertctl.prompting.run import run_prompt
+
+    folder = save_model(tiny_llama(len(bpe)), bpe, tmp_path / "tiny")
+    recipe = PromptRecipe(models=[str(folder)], shots=[2], data={"limit": 3, "pool_size": 8},
+                          scoring={"calibrate": True})
+    run_prompt(recipe, out=tmp_path / "run")
+    preds = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    for p in preds:
+        for label, value in p["scores"].items():
+            assert value == pytest.approx(p["logprobs"][label] - p["content_free_logprobs"][label])
+        assert p["prediction"] == max(p["scores"], key=p["scores"].get)
+    task = load_task(recipe)
+    prompts, demos = prompts_for(task, 2, 0)
+    free = content_free_prompts(task, demos)
+    assert free[0].endswith("Review: N/A\nSentiment:")
+    assert free[0].rsplit("\n\n", 1)[0] == prompts[0].rsplit("\n\n", 1)[0]  # same description and demos

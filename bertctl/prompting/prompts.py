@@ -91,3 +91,10 @@ def prompts_for(task: Task, k: int, seed: int, fixed: bool = False) -> tuple[lis
         prompts.append(build_prompt(task, [task.pool_rows[j] for j in idx], row))
         used.append(idx)
     return prompts, used
+
+
+def content_free_prompts(task: Task, demos: list[list[int]], text: str = "N/A") -> list[str]:
+    """The prompts of `prompts_for` with every input placeholder of the query set to `text`
+    (same demonstrations), for contextual calibration."""
+    query = {f: text for f in task.input_fields()}
+    return [build_prompt(task, [task.pool_rows[j] for j in idx], query) for idx in demos]

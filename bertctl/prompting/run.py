@@ -16,7 +16,7 @@ from collections import Counter
 
 from bertctl.errors import BertctlError
 from bertctl.prompt import PromptRecipe
-from bertctl.prompting.prompts import option_texts, prompts_for
+from bertctl.prompting.prompts import content_free_prompts, option_texts, prompts_for
 from bertctl.prompting.tasks import Task, load_task, render
 
 
@@ -59,16 +59,25 @@ def _write_table_md(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _score_one(lm, task: Task, recipe: PromptRecipe, k: int, prompts: list[str], requests, options: list[str],
+def _score_one(lm, task: Task, recipe: PromptRecipe, requests, calibration, options: list[str],
                progress) -> list[dict]:
-    """Score every eval row at K shots; one prediction dict per row."""
+    """Score every eval row at K shots; one prediction dict per row.
+
+    calibration: None, or (content-free requests, index of each row's content-free request).
+    """
     from bertctl.prompting.scoring import choose, normalized, score
 
     s = recipe.scoring
     scores = score(lm.model, requests, s.method, s.batch_size, s.option_batch, lm.pad_id, progress)
+    free = None
+    if calibration is not None:
+        free_requests, which = calibration
+        free_scores = score(lm.model, free_requests, s.method, s.batch_size, s.option_batch, lm.pad_id)
+        free = [free_scores[j] for j in which]
     out = []
     for i, (row, per_option) in enumerate(zip(task.eval_rows, scores)):
-        values = normalized(per_option, options, s.normalize)
+        raw = per_option if free is None else [(lp - cf, n) for (lp, n), (cf, _) in zip(per_option, free[i])]
+        values = normalized(raw, options, s.normalize)
         pred = task.labels[choose(values)]
         gold = task.label_of(row) if task.labelled else None
         out.append({"index": i, "label": gold, "prediction": pred,
@@ -76,6 +85,8 @@ def _score_one(lm, task: Task, recipe: PromptRecipe, k: int, prompts: list[str],
                     "scores": dict(zip(task.labels, values)),
                     "logprobs": dict(zip(task.labels, (lp for lp, _ in per_option))),
                     "tokens": dict(zip(task.labels, (n for _, n in per_option)))})
+        if free is not None:
+            out[-1]["content_free_logprobs"] = dict(zip(task.labels, (lp for lp, _ in free[i])))
     return out
 
 
@@ -141,18 +152,24 @@ def run_prompt(recipe: PromptRecipe, out=None, show_prompt: bool = False) -> dic
             run.log(f"loaded {lm.label} in {lm.load_seconds:.1f}s")
             taken = {r["model"] for r in results}  # two folders both named "model" get distinct names
             shown = lm.name if lm.name not in taken else f"{lm.name}-{len(taken) + 1}"
-            requests = {}
+            requests, calibration = {}, {}
             if mode == "score":  # encode every K first: a too-long prompt fails before any scoring
                 for k in recipe.shots:
                     requests[k] = encode(lm.tokenizer, prompts[k][0], options)
                     check_lengths(requests[k], lm.model, f"{shown} at {k} shots")
+                    calibration[k] = None
+                    if recipe.scoring.calibrate:  # identical content-free prompts are scored once
+                        free = content_free_prompts(task, prompts[k][1], recipe.scoring.content_free)
+                        unique = list(dict.fromkeys(free))
+                        where = {p: j for j, p in enumerate(unique)}
+                        calibration[k] = (encode(lm.tokenizer, unique, options), [where[p] for p in free])
             for k in recipe.shots:
                 t0 = time.perf_counter()
                 if mode == "score":
                     with Progress(TextColumn(f"{shown} {k}-shot"), BarColumn(), MofNCompleteColumn(),
                                   TimeElapsedColumn(), console=console, transient=True) as bar:
                         job = bar.add_task("score", total=len(task.eval_rows))
-                        preds = _score_one(lm, task, recipe, k, prompts[k][0], requests[k], options,
+                        preds = _score_one(lm, task, recipe, requests[k], calibration[k], options,
                                            lambda n: bar.advance(job, n))
                 else:
                     preds = _generate_one(lm, task, recipe, k, prompts[k][0], console)
@@ -175,6 +192,7 @@ def run_prompt(recipe: PromptRecipe, out=None, show_prompt: bool = False) -> dic
 
     report = {"task": task.name, "mode": mode, "source": task.source, "n_eval": len(task.eval_rows),
               "n_pool": len(task.pool_rows), "labels": task.words, "normalize": recipe.scoring.normalize,
+              "calibrate": recipe.scoring.calibrate,
               "method": recipe.scoring.method, "demos": recipe.demos, "notes": task.notes, "rows": results}
     columns = ["model", "shots", "n", "accuracy", "macro_f1", "seconds"]
     table_rows = list(results)
@@ -192,6 +210,7 @@ def run_prompt(recipe: PromptRecipe, out=None, show_prompt: bool = False) -> dic
                   f"{task.name}: accuracy vs shots ({len(task.eval_rows)} examples)",
                   hlines={"majority class": report["majority"]["accuracy"]})
     print_table(f"bertctl prompt: {task.name}", table_rows, columns,
-                caption=f"scores: {recipe.scoring.normalize} normalisation; demos {recipe.demos}")
+                caption=f"scores: {recipe.scoring.normalize} normalisation"
+                        f"{', calibrated' if recipe.scoring.calibrate else ''}; demos {recipe.demos}")
     report["run"] = str(run.path)
     return report
