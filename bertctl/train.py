@@ -86,13 +86,18 @@ def make_accelerator(precision: str):
 
 
 def make_optimizer(model: torch.nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on biases and LayerNorm weights (as in BERT)."""
+    """AdamW; no weight decay on biases and LayerNorm weights (as in BERT).
+
+    The fused kernel (one pass over each tensor) when every trainable tensor is a float
+    on CPU or CUDA: Trainer uses it by default, and on 2 shared CPU cores the default
+    multi-tensor step of a 22M-parameter model measured several times slower."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if p.ndim < 2 or "LayerNorm" in name or "norm" in name.lower() else decay).append(p)
     groups = [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=s.lr, betas=(0.9, 0.999), eps=1e-6)
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in decay + no_decay)
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=s.lr, betas=(0.9, 0.999), eps=1e-6, fused=fused)
 
 
 def lr_lambda(s: TrainSettings, total: int) -> Callable[[int], float]:
