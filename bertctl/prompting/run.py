@@ -109,14 +109,69 @@ def _generate_one(lm, task: Task, recipe: PromptRecipe, k: int, prompts: list[st
     return out
 
 
+def _show_prompts(console, prompts: dict, options: list[str]) -> None:
+    """--show-prompt: the exact text of example 0's prompt at every K (no markup applied)."""
+    for k, (texts, _) in prompts.items():
+        console.rule(f"prompt of example 0 at {k} shots")
+        console.print(texts[0], markup=False, highlight=False, soft_wrap=True)
+        if options:
+            console.print("[dim]options:[/] " + " | ".join(repr(o) for o in options), soft_wrap=True)
+    console.rule()
+
+
+def _encode_all(lm, task: Task, recipe: PromptRecipe, prompts: dict, options: list[str], shown: str):
+    """Token ids of every K's prompts (and content-free prompts when calibrating), checked
+    against the model's context first, so a too-long prompt fails before any scoring."""
+    from bertctl.prompting.scoring import check_lengths, encode
+
+    requests, calibration = {}, {}
+    for k, (texts, demos) in prompts.items():
+        requests[k] = encode(lm.tokenizer, texts, options)
+        check_lengths(requests[k], lm.model, f"{shown} at {k} shots")
+        calibration[k] = None
+        if recipe.scoring.calibrate:  # identical content-free prompts (fixed demos) are scored once
+            free = content_free_prompts(task, demos, recipe.scoring.content_free)
+            unique = list(dict.fromkeys(free))
+            where = {p: j for j, p in enumerate(unique)}
+            calibration[k] = (encode(lm.tokenizer, unique, options), [where[p] for p in free])
+    return requests, calibration
+
+
+def _write_results(run, task: Task, recipe: PromptRecipe, mode: str, results: list[dict], series: dict) -> dict:
+    """results.json/.md, the plot and the terminal table (with the majority-class row)."""
+    from bertctl.report import line_plot, print_table
+
+    report = {"task": task.name, "mode": mode, "source": task.source, "n_eval": len(task.eval_rows),
+              "n_pool": len(task.pool_rows), "labels": task.words, "normalize": recipe.scoring.normalize,
+              "calibrate": recipe.scoring.calibrate, "method": recipe.scoring.method, "demos": recipe.demos,
+              "notes": task.notes, "rows": results}
+    columns = ["model", "shots", "n", "accuracy", "macro_f1", "seconds"]
+    table_rows = list(results)
+    if task.labelled:
+        base = majority_baseline([task.label_of(r) for r in task.eval_rows], task.labels)
+        report["majority"] = base
+        table_rows.append({"model": f"majority class ({task.words.get(base['label'], base['label'])})",
+                           "n": len(task.eval_rows), "accuracy": base["accuracy"], "macro_f1": base["macro_f1"]})
+    else:
+        columns = ["model", "shots", "n", "seconds"]
+    run.write_json("results.json", report)
+    run.write_text("results.md", f"# bertctl prompt: {task.name}\n\n" + _write_table_md(table_rows, columns))
+    if series:
+        line_plot(run.file("accuracy_vs_shots.png"), series, "demonstrations in the prompt (K)", "accuracy",
+                  f"{task.name}: accuracy vs shots ({len(task.eval_rows)} examples)",
+                  hlines={"majority class": report["majority"]["accuracy"]})
+    caption = (f"scores: {recipe.scoring.normalize} normalisation{', calibrated' if recipe.scoring.calibrate else ''}"
+               f"; demos {recipe.demos}") if mode == "score" else "free generation (exact match when labelled)"
+    print_table(f"bertctl prompt: {task.name}", table_rows, columns, caption=caption)
+    return report
+
+
 def run_prompt(recipe: PromptRecipe, out=None, show_prompt: bool = False) -> dict:
     """Prompt every model at every K on the task; returns what results.json holds."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from bertctl.prompting.lm import load_lm
-    from bertctl.prompting.scoring import check_lengths, encode
     from bertctl.recipe import dump
-    from bertctl.report import line_plot, print_table
     from bertctl.runs import Run
 
     console = _console()
@@ -137,12 +192,7 @@ def run_prompt(recipe: PromptRecipe, out=None, show_prompt: bool = False) -> dic
         console.print(f"  [dim]{note}[/]")
         run.log(note)
     if show_prompt:
-        for k in recipe.shots:
-            console.rule(f"prompt of example 0 at {k} shots")
-            console.print(prompts[k][0][0], markup=False, highlight=False, soft_wrap=True)
-            if options:
-                console.print("[dim]options:[/] " + " | ".join(repr(o) for o in options), soft_wrap=True)
-        console.rule()
+        _show_prompts(console, prompts, options)
 
     results, series = [], {}
     with open(run.file("predictions.jsonl"), "w", encoding="utf-8") as pred_file:
@@ -152,17 +202,8 @@ def run_prompt(recipe: PromptRecipe, out=None, show_prompt: bool = False) -> dic
             run.log(f"loaded {lm.label} in {lm.load_seconds:.1f}s")
             taken = {r["model"] for r in results}  # two folders both named "model" get distinct names
             shown = lm.name if lm.name not in taken else f"{lm.name}-{len(taken) + 1}"
-            requests, calibration = {}, {}
-            if mode == "score":  # encode every K first: a too-long prompt fails before any scoring
-                for k in recipe.shots:
-                    requests[k] = encode(lm.tokenizer, prompts[k][0], options)
-                    check_lengths(requests[k], lm.model, f"{shown} at {k} shots")
-                    calibration[k] = None
-                    if recipe.scoring.calibrate:  # identical content-free prompts are scored once
-                        free = content_free_prompts(task, prompts[k][1], recipe.scoring.content_free)
-                        unique = list(dict.fromkeys(free))
-                        where = {p: j for j, p in enumerate(unique)}
-                        calibration[k] = (encode(lm.tokenizer, unique, options), [where[p] for p in free])
+            requests, calibration = ({}, {}) if mode != "score" else \
+                _encode_all(lm, task, recipe, prompts, options, shown)
             for k in recipe.shots:
                 t0 = time.perf_counter()
                 if mode == "score":
@@ -190,27 +231,6 @@ def run_prompt(recipe: PromptRecipe, out=None, show_prompt: bool = False) -> dic
                 results.append(entry)
                 run.log(json.dumps(entry))
 
-    report = {"task": task.name, "mode": mode, "source": task.source, "n_eval": len(task.eval_rows),
-              "n_pool": len(task.pool_rows), "labels": task.words, "normalize": recipe.scoring.normalize,
-              "calibrate": recipe.scoring.calibrate,
-              "method": recipe.scoring.method, "demos": recipe.demos, "notes": task.notes, "rows": results}
-    columns = ["model", "shots", "n", "accuracy", "macro_f1", "seconds"]
-    table_rows = list(results)
-    if task.labelled:
-        base = majority_baseline([task.label_of(r) for r in task.eval_rows], task.labels)
-        report["majority"] = base
-        table_rows.append({"model": f"majority class ({base['label']})", "n": len(task.eval_rows),
-                           "accuracy": base["accuracy"], "macro_f1": base["macro_f1"]})
-    else:
-        columns = ["model", "shots", "n", "seconds"]
-    run.write_json("results.json", report)
-    run.write_text("results.md", f"# bertctl prompt: {task.name}\n\n" + _write_table_md(table_rows, columns))
-    if series and mode == "score":
-        line_plot(run.file("accuracy_vs_shots.png"), series, "demonstrations in the prompt (K)", "accuracy",
-                  f"{task.name}: accuracy vs shots ({len(task.eval_rows)} examples)",
-                  hlines={"majority class": report["majority"]["accuracy"]})
-    print_table(f"bertctl prompt: {task.name}", table_rows, columns,
-                caption=f"scores: {recipe.scoring.normalize} normalisation"
-                        f"{', calibrated' if recipe.scoring.calibrate else ''}; demos {recipe.demos}")
+    report = _write_results(run, task, recipe, mode, results, series)
     report["run"] = str(run.path)
     return report
