@@ -8,6 +8,9 @@ One loop on `accelerate` (which brings DDP/FSDP/DeepSpeed through `accelerate la
     units(batch) -> {loss name: count}      e.g. {"mlm": masked tokens, "nsp": pairs}
     losses(model, batch) -> ({loss name: summed loss}, {extra scalars to log})
     evaluate(model) -> {metric: value}      called at eval points, on every rank
+    state: dict of JSON values (optional)   the caller's running sums (e.g. training loss
+                                            since the last evaluation): saved with every
+                                            checkpoint and restored in place on resume
 
 Why sums and counts instead of mean losses: with several processes, or with gradient
 accumulation, the number of masked tokens differs between micro-batches. Dividing each
@@ -50,6 +53,7 @@ class Job:
     units: Callable[[dict], dict[str, int]]
     losses: Callable[[torch.nn.Module, dict], tuple[dict[str, torch.Tensor], dict[str, float]]]
     evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None
+    state: dict | None = None  # see the module docstring: checkpointed with the loop position
 
 
 @dataclass
@@ -242,6 +246,8 @@ def fit(model: torch.nn.Module, job: Job, s: TrainSettings, run: Run, resume: bo
         else:
             state = load_checkpoint(ckpt, raw_model, optimizer, scheduler)
             step, start_epoch, skip_batches, evals = state["step"], state["epoch"], state["batch"], state.get("evals", [])
+            if job.state is not None:
+                job.state.update(state.get("job_state", {}))
             run.truncate_metrics(step)
             run.log(f"resumed from {ckpt.name}")
 
@@ -259,7 +265,7 @@ def fit(model: torch.nn.Module, job: Job, s: TrainSettings, run: Run, resume: bo
 
     def checkpoint(epoch: int, batch: int) -> None:
         save_checkpoint(run, step, raw_model, optimizer, scheduler,
-                        {"epoch": epoch, "batch": batch, "evals": evals}, s.keep_checkpoints)
+                        {"epoch": epoch, "batch": batch, "evals": evals, "job_state": job.state or {}}, s.keep_checkpoints)
 
     progress = _progress(run.main, describe, total, step)
     seen_tokens = seen_samples = 0

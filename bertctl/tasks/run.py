@@ -125,7 +125,8 @@ def train_one(recipe: FinetuneRecipe, run: Run, resume: bool, say: Callable[[str
     dev_features = task.encode(tokenizer, splits.dev, train=False)
     lengths = [task.length(f) for f in train_features]
     s = recipe.train
-    state = {"loss": 0.0, "units": 0, "predictions": None, "eval_seconds": 0.0}
+    state = {"predictions": None, "eval_seconds": 0.0}
+    running = {"loss": 0.0, "units": 0}  # training loss since the last evaluation; checkpointed by fit
 
     def batches(epoch: int) -> list[list[int]]:
         return length_grouped_batches(lengths, s.batch_size, s.seed, epoch, recipe.group_by_length)
@@ -135,8 +136,8 @@ def train_one(recipe: FinetuneRecipe, run: Run, resume: bool, say: Callable[[str
 
     def losses(model, batch):
         sums, extras = task.losses(model, batch)
-        state["loss"] += float(sum(v.detach().float() for v in sums.values()))
-        state["units"] += sum(task.units(batch).values())
+        running["loss"] += float(sum(v.detach().float() for v in sums.values()))
+        running["units"] += sum(task.units(batch).values())
         return sums, extras
 
     def evaluate(model) -> dict:
@@ -144,13 +145,13 @@ def train_one(recipe: FinetuneRecipe, run: Run, resume: bool, say: Callable[[str
         predictions = task.predict(model, splits.dev, dev_features)
         metrics = task.score(splits.dev, predictions)
         state["predictions"] = predictions
-        if state["units"]:  # mean training loss since the previous evaluation (per unit)
-            metrics["train_loss"] = state["loss"] / state["units"]
-        state["loss"], state["units"] = 0.0, 0
+        if running["units"]:  # mean training loss since the previous evaluation (per unit)
+            metrics["train_loss"] = running["loss"] / running["units"]
+        running["loss"], running["units"] = 0.0, 0
         state["eval_seconds"] += time.perf_counter() - t0
         return metrics
 
-    job = Job(batches, train_features, collate, task.units, losses, evaluate)
+    job = Job(batches, train_features, collate, task.units, losses, evaluate, state=running)
     result = fit(model, job, s, run, resume, describe=f"finetune {recipe.task}")
     model = _unwrap(model)
 
