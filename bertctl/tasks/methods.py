@@ -35,10 +35,14 @@ PEFT_TASK_TYPES = {"AutoModelForSequenceClassification": "SEQ_CLS", "AutoModelFo
 
 def quiet_transformers() -> None:
     """No load reports or progress bars from transformers: bertctl prints its own lines."""
+    import warnings
+
     import transformers
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    # peft still calls this renamed property; the warning is for peft's authors, not users
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*is deprecated", category=FutureWarning)
 
 
 # ---------------------------------------------------------------------------- source
