@@ -25,9 +25,11 @@ def prompt(
 ) -> None:
     """Prompt a causal LM with a task description, K demonstrations and the query.
 
-    Labelled tasks score every answer option's log-probability and report accuracy and
-    macro-F1 per K (table, JSON, Markdown, PNG plot); rows without labels are continued
-    by the model, streamed to the terminal. Default: SmolLM2-135M on the World sentiment set.
+    Labelled rows: accuracy and macro-F1 per K from answer-option log-probabilities.
+
+    Rows without labels: the continuation is generated and streamed.
+
+    Default: SmolLM2-135M (embedded, offline) on the World sentiment set.
     """
     from bertctl.prompt import PromptRecipe, parse_shots
     from bertctl.prompting.run import run_prompt
