@@ -66,8 +66,9 @@ def finetune(
     recipe, _ = load(FinetuneRecipe, recipe_name, overrides, default_recipe(task))
     run = Run.create(out, "finetune", resume)
     run_finetune(recipe, run, resume)
-    show(run.path)
-    wrote(run.path)
+    if run.main:  # under torchrun/accelerate only rank 0 prints (and only it wrote metrics.json)
+        show(run.path)
+        wrote(run.path)
 
 
 def _eval_only(run_dir: Path, recipe_name, overrides, out, task, resume, merge, compare_init) -> None:

@@ -22,7 +22,8 @@ def pretrain(args: Optional[List[str]] = ARGS, out: Optional[str] = OUT, resume:
     source, overrides = split_args(args)
     recipe, path = load(PretrainRecipe, source, overrides, default="pretrain")
     run = Run.create(out, "pretrain", resume)
-    console().print(f"[bold]bertctl pretrain[/] {path.name} -> {run.path}")
+    if run.main:  # under torchrun/accelerate only rank 0 prints
+        console().print(f"[bold]bertctl pretrain[/] {path.name} -> {run.path}")
 
     from bertctl.pretraining.run import pretrain as run_pretrain, results_rows
 
