@@ -100,7 +100,8 @@ class Run:
         if resume:
             if not path.is_dir():
                 raise BertctlError(f"cannot resume: {path} does not exist", fix="pass the --out folder of an earlier run")
-        elif path.exists() and (not path.is_dir() or any(path.iterdir())):
+        elif main and path.exists() and (not path.is_dir() or any(path.iterdir())):
+            # rank 0 only: under torchrun it may already have filled the folder when another rank looks
             raise BertctlError(f"run folder {path} already exists and is not empty",
                                fix="pass --resume to continue it, or choose another --out")
         if main:
