@@ -421,3 +421,36 @@ def test_dna_words_are_fixed_distinct_single_tokens(tiny):
         assert m == word_map(tok.get_vocab(), k)
         assert all(len(tok.tokenize(w)) == 1 for w in m.values())
     assert kmers("GATTACA", 3, 3) == ["GAT", "TAC"] and kmers("gat", 1, 1) == ["G", "A", "T"]
+
+
+def test_max_length_is_capped_at_the_models_positions():
+    from types import SimpleNamespace
+
+    from bertctl.tasks.base import Task
+
+    task = Task(recipe("unused", "cls", model={"max_length": 128}), ["a"])
+    huge = SimpleNamespace(model_max_length=int(1e30))  # a tokenizer that does not know its model
+    line = task.fit_length(huge, SimpleNamespace(max_position_embeddings=64, model_type="bert", pad_token_id=0))
+    assert task.max_length == 64 and "using 64" in line
+    roberta = Task(recipe("unused", "cls", model={"max_length": 1024}), ["a"])
+    roberta.fit_length(huge, SimpleNamespace(max_position_embeddings=514, model_type="roberta", pad_token_id=1))
+    assert roberta.max_length == 512
+    fine = Task(recipe("unused", "cls", model={"max_length": 128}), ["a"])
+    assert fine.fit_length(SimpleNamespace(model_max_length=512), None) is None and fine.max_length == 128
+
+
+def test_hub_dataset_while_offline_is_one_clear_error(monkeypatch):
+    from bertctl.tasks.data import load_splits
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(BertctlError, match="HF_HUB_OFFLINE is set: pass a local dataset folder"):
+        load_splits(data_settings(hf={"name": "nyu-mll/glue", "config": "sst2"}), "cls")
+
+
+def test_compare_init_needs_full_fine_tuning(tmp_path):
+    from bertctl.runs import Run
+    from bertctl.tasks.run import finetune
+
+    r = recipe("minilm", "cls", method="lora", compare_init=True)
+    with pytest.raises(BertctlError, match="compare_init.*method=full"):
+        finetune(r, Run.create(tmp_path / "x", "finetune"), quiet=True)

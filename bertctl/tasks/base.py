@@ -107,6 +107,21 @@ class Task:
         self.labels = labels
         self.label2id = {l: i for i, l in enumerate(labels or [])}
         self.pad_id = 0
+        self.max_length = recipe.model.max_length  # capped to the model's limit by `fit_length`
+
+    def fit_length(self, tokenizer, config) -> str | None:
+        """Cap max_length at what the model accepts (a small `bertctl pretrain` model may
+        have 64 positions); returns a line to show when it was capped."""
+        limit = getattr(tokenizer, "model_max_length", None)
+        if not isinstance(limit, int) or limit > 100_000:
+            positions = getattr(config, "max_position_embeddings", None)
+            # RoBERTa-style models number positions from padding_idx + 1
+            offset = (config.pad_token_id + 1) if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert") else 0
+            limit = positions - offset if isinstance(positions, int) else None
+        if limit and self.max_length > limit:
+            self.max_length = limit
+            return f"model.max_length {self.recipe.model.max_length} is more than the model's {limit} positions: using {limit}"
+        return None
 
     # ---------------------------------------------------------------- model
     def config_kwargs(self) -> dict:

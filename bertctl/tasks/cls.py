@@ -35,7 +35,7 @@ class ClsTask(Task):
 
     def encode(self, tokenizer, rows, train):
         rows = [self.text_of(r) for r in rows]
-        enc = encode_sequences(tokenizer, rows, self.recipe.model.max_length, self.uses_pair(rows))
+        enc = encode_sequences(tokenizer, rows, self.max_length, self.uses_pair(rows))
         features = []
         for i, row in enumerate(rows):
             f = {"input_ids": enc["input_ids"][i]}

@@ -36,7 +36,7 @@ class QaTask(Task):
     def encode(self, tokenizer, rows, train):
         q = self.recipe.qa
         prepare = qa.prepare_train_features if train else qa.prepare_eval_features
-        return prepare(tokenizer, rows, self.recipe.model.max_length, q.doc_stride)
+        return prepare(tokenizer, rows, self.max_length, q.doc_stride)
 
     def collate(self, features):
         return qa.collate_qa(features, self.pad_id)

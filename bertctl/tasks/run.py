@@ -118,6 +118,9 @@ def train_one(recipe: FinetuneRecipe, run: Run, resume: bool, say: Callable[[str
     task.setup(tokenizer)
     task.observe(splits.train)
     model, info = methods.build_model(recipe, task, source)
+    capped = task.fit_length(tokenizer, model.config)
+    if capped:
+        say(capped)
     say(f"method: {recipe.method}; trainable parameters {info['trainable_params']:,} of {info['total_params']:,}"
         + (f"; new: {', '.join(info['new_modules'])}" if info["new_modules"] and recipe.model.init == "pretrained" else ""))
 
@@ -209,6 +212,10 @@ def _predict(model, task, tokenizer, rows: list[dict], precision: str) -> list:
 
 
 def _compare_init(recipe: FinetuneRecipe, run: Run, resume: bool, say) -> dict:
+    if recipe.method != "full" or recipe.model.init != "pretrained":
+        raise BertctlError(f"compare_init trains from pretrained and from random weights with full fine-tuning, "
+                           f"not method={recipe.method} / model.init={recipe.model.init}",
+                           fix="use method=full and model.init=pretrained with compare_init")
     pretrained = recipe.model_copy(update={"compare_init": False,
                                            "model": recipe.model.model_copy(update={"init": "pretrained"})})
     random_ = recipe.model_copy(update={"compare_init": False,
@@ -301,6 +308,7 @@ def evaluate_run(run_dir, overrides: list[str] | None = None, out=None, quiet: b
     task.setup(tokenizer)
     task.observe(splits.dev)
     model = methods.load_trained(run_dir / "model", recipe, task)
+    task.fit_length(tokenizer, model.config)
     predictions = _predict(model, task, tokenizer, splits.dev, recipe.train.precision)
     dev = task.score(splits.dev, predictions)
     run.write_text("predictions_dev.jsonl", _jsonl(task.records(splits.dev, predictions)))

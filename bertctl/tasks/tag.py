@@ -50,7 +50,7 @@ class TagTask(Task):
             raise BertctlError("the tag task needs a fast tokenizer (to map sub-tokens back to words)",
                                fix="use a model folder that has tokenizer.json")
         enc = tokenizer([r["tokens"] for r in rows], is_split_into_words=True, truncation=True,
-                        max_length=self.recipe.model.max_length)
+                        max_length=self.max_length)
         features = []
         for i, row in enumerate(rows):
             tag_ids = [self.label2id[t] for t in row["tags"]] if "tags" in row else None
