@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import signal
 import sys
 import time
@@ -208,7 +209,7 @@ def resume_command(run: Run) -> str:
     args = [a for a in sys.argv[1:] if a != "--resume"]
     if "--out" not in args and "-o" not in args:
         args += ["--out", str(run.path)]
-    return "bertctl " + " ".join(args) + " --resume"
+    return "bertctl " + shlex.join(args) + " --resume"  # quoted: paste-able even with spaces in paths
 
 
 def _to(batch: dict, device) -> dict:
