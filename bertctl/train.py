@@ -302,7 +302,9 @@ def fit(model: torch.nn.Module, job: Job, s: TrainSettings, run: Run, resume: bo
                     raise BertctlError(
                         f"loss became {step_loss.item()} at step {step + 1}; stopped without saving it"
                         + (f" (last good checkpoint: {last})" if last else ""),
-                        fix="lower train.lr, raise train.warmup, or use train.precision=fp32; then --resume")
+                        # not "--resume": a resumed run keeps the recipe (and learning rate) it started with
+                        fix="start a new run (another --out) with a lower train.lr or a larger train.warmup"
+                            + (" or train.precision=fp32" if s.precision != "fp32" else ""))
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
