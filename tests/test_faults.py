@@ -26,6 +26,7 @@ import multiprocessing
 import os
 import random
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -62,9 +63,8 @@ def _cli_process(argv: list[str], cwd: str, log: str, env: dict) -> None:
     """Body of one forked process: the `bertctl` command line, as the console script runs it."""
     os.chdir(cwd)
     os.environ.update(env)
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
+    for fd, name in ((1, log), (2, log + ".err")):
+        os.dup2(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
     import torch
 
     torch.set_num_threads(1)
@@ -127,7 +127,14 @@ class Cli:
         return time.perf_counter() - self.t0
 
     def output(self) -> str:
+        return self.stdout() + self.stderr()
+
+    def stdout(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""
+
+    def stderr(self) -> str:
+        err = Path(f"{self.log}.err")
+        return err.read_text(encoding="utf-8", errors="replace") if err.exists() else ""
 
 
 # ------------------------------------------------------------------ checks on run folders
@@ -251,3 +258,136 @@ def test_kill_9_during_finetune_then_resume_matches_uninterrupted(tmp_path, tiny
                           fresh_cache=False)
     _report("finetune", report)
     assert report["kills"] >= 1
+
+
+# ------------------------------------------------------------------ Ctrl-C, NaN, torchrun
+
+
+def _subprocess_env(cache: Path) -> dict:
+    return {**os.environ, **ENV, "BERTCTL_CACHE": str(cache), "PYTHONPATH": str(ROOT)}
+
+
+def _with(command: list[str], **settings) -> list[str]:
+    """The command with some key=value overrides replaced."""
+    keys = {f"{k.replace('__', '.')}" for k in settings}
+    return [a for a in command if a.split("=", 1)[0] not in keys] + [f"{k.replace('__', '.')}={v}" for k, v in settings.items()]
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_exits_130_and_prints_a_resume_command_that_finishes(tmp_path):
+    """SIGINT to the real `python -m bertctl` process mid-training."""
+    cache = tmp_path / "cache"
+    # no periodic checkpoint: the only one before the end must come from the Ctrl-C
+    command = _with(PRETRAIN, train__max_steps=150, train__save_every=1000, train__eval_every=50)
+    out = tmp_path / "run with space"  # the printed command must survive being pasted into a shell
+    env = _subprocess_env(cache)
+    proc = subprocess.Popen([sys.executable, "-m", "bertctl", *command, "--out", str(out)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text().strip()):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr + stdout
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "interrupted at step" in lines[0], stderr
+    step = int(re.search(r"interrupted at step (\d+)/150", lines[0]).group(1))
+    assert 1 <= step < 150
+    from bertctl.runs import Run
+
+    assert [p.name for p in Run(out, "x").checkpoints()] == [f"step-{step:07d}"]  # saved on the way out
+    _checkpoints_are_complete(out)
+    assert not (out / "metrics.json").exists()
+
+    resume = re.search(r"resume with: (bertctl .* --resume)\s*$", lines[0]).group(1)
+    argv = shlex.split(resume)
+    assert argv[0] == "bertctl" and argv[argv.index("--out") + 1] == str(out)
+    done = subprocess.run([sys.executable, "-m", "bertctl", *argv[1:]], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"resumed from step-{step:07d}" in (out / "log.txt").read_text()
+
+    # and the interrupted run ends where an uninterrupted one does
+    ref = Cli([*command, "--out", str(tmp_path / "reference")], tmp_path, tmp_path / "reference.log",
+              {"BERTCTL_CACHE": str(cache)})
+    assert ref.wait() == 0, ref.output()[-3000:]
+    assert _final(out) == _final(tmp_path / "reference")
+    assert _step_log(out) == _step_log(tmp_path / "reference")
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_with_advice_and_keeps_the_last_good_checkpoint(tmp_path):
+    """An absurd learning rate (fp32) drives the loss to NaN at step 2, after the step-1 checkpoint."""
+    out = tmp_path / "run"
+    command = _with(PRETRAIN, train__lr="1e6", train__warmup=0, train__save_every=1, train__max_steps=30)
+    proc = Cli([*command, "--out", str(out)], tmp_path, tmp_path / "nan.log", {"BERTCTL_CACHE": str(tmp_path / "c")})
+    assert proc.wait() == 2, proc.output()[-3000:]
+    lines = [line for line in proc.stderr().splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.output(), proc.stderr()
+    assert re.search(r"loss became (nan|inf|-inf) at step (\d+); stopped without saving it", errors[0]), errors[0]
+    assert "lower train.lr" in errors[0] and "--resume" not in errors[0]
+    bad_step = int(re.search(r"at step (\d+)", errors[0]).group(1))
+
+    from safetensors.torch import load_file
+
+    from bertctl.runs import Run
+
+    names = [p.name for p in Run(out, "x").checkpoints()]
+    assert names == [f"step-{s:07d}" for s in range(1, bad_step)] and names, names  # none at or after the NaN
+    assert f"last good checkpoint: {out / 'checkpoints' / names[-1]}" in errors[0]
+    weights = load_file(str(out / "checkpoints" / names[-1] / "model.safetensors"))
+    assert all(t.isfinite().all() for t in weights.values())
+    assert not (out / "metrics.json").exists() and not (out / "model").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(command: list[str], out: Path, cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+                           "-m", "bertctl", *command, "--out", str(out)],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=400)
+
+
+@pytest.mark.slow
+def test_pretrain_under_torchrun_two_processes(tmp_path):
+    """`torchrun --nproc_per_node 2 -m bertctl pretrain` (gloo, CPU): one run folder written by
+    rank 0, every line printed once, the same loss curve as one process with the same global batch."""
+    command = _with(PRETRAIN, train__max_steps=6, train__save_every=3, train__eval_every=6, model__dropout=0)
+    out = tmp_path / "two"
+    done = _torchrun(command, out, tmp_path, _subprocess_env(tmp_path / "cache"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    for text in ("bertctl pretrain", "Pretraining results", "Wrote"):
+        assert done.stdout.count(text) == 1, done.stdout
+    assert sum("tokens" in line and "held-out sequences" in line for line in done.stderr.splitlines()) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "log.txt", "loss.png", "metrics.json",
+                                                     "metrics.jsonl", "model", "model_config", "recipe.yaml",
+                                                     "tokenizer"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-0000003", "step-0000006"]
+    assert list(tmp_path.glob("runs")) == []  # no other rank made a folder of its own
+    one = Cli([*command, "--out", str(tmp_path / "one")], tmp_path, tmp_path / "one.log",
+              {"BERTCTL_CACHE": str(tmp_path / "cache")})
+    assert one.wait() == 0, one.output()[-3000:]
+    losses = [[r["loss"] for r in _step_log(d) if "loss" in r] for d in (tmp_path / "one", out)]
+    assert len(losses[0]) == 6 and losses[0] == pytest.approx(losses[1], abs=2e-4)
+
+
+@pytest.mark.slow
+def test_finetune_under_torchrun_two_processes(tmp_path, tiny):
+    command = _with(FINETUNE, data__world__train=64, data__world__dev=16, train__epochs=1) + [f"model.name_or_path={tiny}"]
+    out = tmp_path / "two"
+    done = _torchrun(command, out, tmp_path, _subprocess_env(tmp_path / "cache"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    for text in ("regression: dev", "Wrote", "model: "):
+        assert done.stdout.count(text) == 1, done.stdout
+    assert "Traceback" not in done.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 8 and metrics["n_train"] == 64  # global batch 8: 64 rows = 8 steps, not 4
+    assert len((out / "predictions_dev.jsonl").read_text().splitlines()) == 16
