@@ -334,3 +334,35 @@ def test_sentence_file_formats(tmp_path):
     js.write_text('{"text": "苹果很甜", "group": "fruit"}\n{"oops": 1}\n', encoding="utf-8")
     with pytest.raises(BertctlError, match="line 2"):
         read_sentence_file(str(js))
+
+
+def test_position_means_are_per_position_averages_of_real_tokens():
+    from bertctl.probe.features import position_means
+
+    enc = tiny_encoder()
+    texts = ["i ate an apple", "the company shares rose .", "good pie"]
+    means = position_means(enc, texts, max_length=16)
+    assert means.shape == (3, 16, 32)
+    per_text = [hidden(enc, t) for t in texts]
+    # position 1 holds the first word of every text: its mean is the mean of those three vectors
+    np.testing.assert_allclose(means[:, 1], np.mean([hs[:, 1] for hs, _, _ in per_text], axis=0), atol=1e-5)
+    # position 5 is a real token only in the second text ("."); [SEP] and padding never count
+    np.testing.assert_allclose(means[:, 5], per_text[1][0][:, 5], atol=1e-5)
+    # a position no text reaches gets the mean over all real tokens
+    np.testing.assert_allclose(means[:, 15], means[:, 14], atol=1e-6)
+    # the target span can be left out of the means
+    skipped = position_means(enc, texts, [(0, 1), (0, 3), (0, 4)], max_length=16)
+    assert not np.allclose(skipped[:, 1], means[:, 1])
+
+
+def test_world_sense_sentences_are_distinct_and_balanced():
+    from bertctl.probe.config import SimilarityBlock
+    from bertctl.probe.similarity import distinct_per_group, sentences_from
+
+    assert distinct_per_group([("a", "x"), ("a", "x"), ("b", "y"), ("c", "x"), ("d", "x")], 2) == \
+        [("a", "x"), ("b", "y"), ("c", "x")]
+    rows, word, origin, reference = sentences_from(SimilarityBlock(n_per_sense=4))
+    assert word == "apple" and len(rows) == 8 and len({t for t, _ in rows}) == 8
+    assert sorted({g for _, g in rows}) == ["company", "fruit"] and len(reference) > 100
+    rows_xx, word_xx, _, _ = sentences_from(SimilarityBlock(n_per_sense=2, language="xx"))
+    assert word_xx != "apple" and all(word_xx in t for t, _ in rows_xx)

@@ -43,6 +43,11 @@ class SimilarityBlock(Section):
     file: OptionalPath = Field(None, description="text file: one sentence per line, optionally 'sentence<TAB>group'; "
                                                  "or .jsonl with text/group")
     layer: int = Field(-1, description="hidden_states index: 0 = embeddings output, -1 = last layer")
+    center: Literal["position", "none"] = Field(
+        "position", description="position: subtract each position's mean vector before the cosine (raw cosines are "
+                                "reported too); none: raw vectors only")
+    reference: OptionalPath = Field(None, description="sentences (one per line) for the position means; default: the "
+                                                      "World's stories for World data, else the probe sentences")
     n_per_sense: int = Field(5, gt=0)
     world_seed: int = 0
     language: Literal["en", "xx"] = "en"

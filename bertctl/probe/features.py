@@ -185,10 +185,12 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 
 
 def span_features(enc: Encoder, texts: Sequence[str], spans: Sequence[Sequence[Span]], pool: str = "mean",
-                  batch_size: int = 32, max_length: int = 128) -> SpanFeatures:
+                  batch_size: int = 32, max_length: int = 128, center: np.ndarray | None = None) -> SpanFeatures:
     """Vectors of every span of every text, at every layer. Spans come out flattened in order.
 
     pool="mean" averages the span's tokens; pool="first" takes its first token.
+    center [L+1, P, H]: subtract center[:, p] from each token at position p first (see
+    `position_means`); the static vectors are never centred.
     """
     import torch
 
@@ -230,11 +232,52 @@ def span_features(enc: Encoder, texts: Sequence[str], spans: Sequence[Sequence[S
         with torch.no_grad():
             out = enc.model(**batch, output_hidden_states=True)
             hs = torch.stack(out.hidden_states).float()       # [L+1, B, T, H]
+            if center is not None:
+                hs = hs - torch.as_tensor(center[:, :T], device=hs.device)[:, None]
             P = P.to(hs.device)
             layers[:, targets] = (P @ hs.reshape(L, B * T, H)).cpu().numpy()   # [L+1, spans, H]
             e = emb(batch["input_ids"]).float().reshape(B * T, H)
             static[targets] = (P @ e).cpu().numpy()
     return SpanFeatures(layers, static, found, unk, n_tokens)
+
+
+def position_means(enc: Encoder, texts: Sequence[str], skip: Sequence[Span] | None = None, batch_size: int = 32,
+                   max_length: int = 128) -> np.ndarray:
+    """[L+1, max_length, H]: the mean hidden state at each position over the real tokens
+    (no special, padding or `skip` span tokens) of `texts`; positions never seen get the
+    mean over all positions.
+
+    Why: every BERT vector carries a component that depends on its position alone (at
+    random initialisation the position embedding is as large as the word's own). Two
+    occurrences of a word at the same position look alike for that reason only.
+    Subtracting each position's mean over a reference corpus removes that component, so
+    similarity is left to the word and its context.
+    """
+    import torch
+
+    L, H = enc.n_layers, int(enc.model.config.hidden_size)
+    sums = np.zeros((L, max_length, H), dtype=np.float64)
+    counts = np.zeros(max_length, dtype=np.float64)
+    for order in length_batches([len(t) for t in texts], batch_size):
+        batch = enc.tokenizer([texts[i] for i in order], padding=True, truncation=True, max_length=max_length,
+                              return_offsets_mapping=True, return_tensors="pt")
+        offsets = batch.pop("offset_mapping").tolist()
+        B, T = batch["input_ids"].shape
+        keep = np.zeros((B, T), dtype=bool)
+        for b, i in enumerate(order):
+            held = set(tokens_in_span(offsets[b], skip[i])) if skip is not None else set()
+            keep[b] = [e > s and t not in held for t, (s, e) in enumerate(offsets[b])]
+        batch = {k: v.to(enc.device) for k, v in batch.items()}
+        with torch.no_grad():
+            hs = torch.stack(enc.model(**batch, output_hidden_states=True).hidden_states).float().cpu().numpy()
+        w = keep.astype(np.float64)                                    # [B, T]
+        sums[:, :T] += np.einsum("lbth,bt->lth", hs, w)
+        counts[:T] += w.sum(0)
+    if counts.sum() == 0:
+        raise BertctlError("no tokens to estimate position means from", fix="give more reference sentences")
+    overall = sums.sum(1) / counts.sum()                              # [L+1, H]
+    means = np.where(counts[None, :, None] > 0, sums / np.maximum(counts, 1)[None, :, None], overall[:, None])
+    return means.astype(np.float32)
 
 
 def word_features(enc: Encoder, sentences: Sequence[Sequence[str]], pool: str = "mean", batch_size: int = 32,

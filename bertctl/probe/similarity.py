@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from bertctl.errors import BertctlError
-from bertctl.probe.features import Encoder, cosine_matrix, find_target, random_like, resolve_layer, span_features
+from bertctl.probe.features import (Encoder, cosine_matrix, find_target, position_means, random_like, resolve_layer,
+                                    span_features)
 
 
 # ------------------------------------------------------------------------ the numbers
@@ -69,24 +70,44 @@ def read_sentence_file(path: str) -> list[tuple[str, str | None]]:
     return rows
 
 
-def sentences_from(block) -> tuple[list[tuple[str, str | None]], str, str]:
-    """(sentences with groups, the word to find in them, where they came from).
+def sentences_from(block) -> tuple[list[tuple[str, str | None]], str, str, list[str] | None]:
+    """(sentences with groups, the word to find in them, where they came from, reference
+    sentences for the position means or None).
 
     Priority: file > the recipe's list > the World generator. The World writes "xx"
     sentences with the xx word for `word` (apple -> its xx translation), so the word to
-    find is translated through World.bilingual_lexicon() there.
+    find is translated through World.bilingual_lexicon() there. World sentences repeat
+    (few templates): exact repeats are dropped, since any encoder, even a random one,
+    gives a repeated sentence similarity 1.
     """
+    reference = read_sentence_file(block.reference) if block.reference else None
+    reference = [t for t, _ in reference] if reference else None
     if block.file:
-        return read_sentence_file(block.file), block.word, str(block.file)
+        return read_sentence_file(block.file), block.word, str(block.file), reference
     if block.sentences:
         rows = [(s, None) if isinstance(s, str) else (s.text, s.group) for s in block.sentences]
-        return rows, block.word, "recipe"
+        return rows, block.word, "recipe", reference
     from bertctl.data.world import World
 
     world = World(seed=block.world_seed, language=block.language)
-    rows = [(s, str(sense)) for s, sense in world.sense_sentences(block.word, block.n_per_sense)]
+    rows = distinct_per_group(world.sense_sentences(block.word, 8 * block.n_per_sense), block.n_per_sense)
     word = dict(world.bilingual_lexicon()).get(block.word, block.word) if block.language == "xx" else block.word
-    return rows, word, f"{world!r}.sense_sentences({block.word!r}, {block.n_per_sense})"
+    if reference is None:  # the world's own stories: many positions, every kind of word
+        reference = [s for doc in world.documents(100) for s in doc]
+    origin = f"{world!r}.sense_sentences({block.word!r}), {block.n_per_sense} distinct per sense"
+    return rows, word, origin, reference
+
+
+def distinct_per_group(rows: list[tuple[str, str]], n: int) -> list[tuple[str, str]]:
+    """The first n distinct sentences of each group, interleaved as they came."""
+    seen, count, out = set(), {}, []
+    for text, group in rows:
+        if text in seen or count.get(group, 0) >= n:
+            continue
+        seen.add(text)
+        count[group] = count.get(group, 0) + 1
+        out.append((text, str(group)))
+    return out
 
 
 def locate(sentences: list[str], word: str) -> list[tuple[int, int]]:
@@ -103,9 +124,10 @@ def locate(sentences: list[str], word: str) -> list[tuple[int, int]]:
 # ------------------------------------------------------------------------ the probe
 
 
-def target_vectors(enc: Encoder, sentences: list[str], word: str, batch_size: int = 32, max_length: int = 128):
+def target_vectors(enc: Encoder, sentences: list[str], word: str, batch_size: int = 32, max_length: int = 128,
+                   center: np.ndarray | None = None):
     spans = locate(sentences, word)
-    feats = span_features(enc, sentences, [[s] for s in spans], "mean", batch_size, max_length)
+    feats = span_features(enc, sentences, [[s] for s in spans], "mean", batch_size, max_length, center)
     if not feats.found.all():
         i = int(np.flatnonzero(~feats.found)[0])
         raise BertctlError(f"sentence {i + 1} is cut before the word {word!r} (max_length={max_length})",
@@ -113,47 +135,81 @@ def target_vectors(enc: Encoder, sentences: list[str], word: str, batch_size: in
     return feats
 
 
+def centred_layers(enc: Encoder, sentences: list[str], word: str, reference: list[str] | None, batch_size: int = 32,
+                   max_length: int = 128) -> np.ndarray:
+    """[L+1, n, H] target vectors after subtracting each position's mean hidden state.
+
+    The position means come from `reference` sentences, or (None) from the probe sentences
+    themselves with the target word left out.
+    """
+    if reference:
+        means = position_means(enc, reference, None, batch_size, max_length)
+    else:
+        means = position_means(enc, sentences, locate(sentences, word), batch_size, max_length)
+    return target_vectors(enc, sentences, word, batch_size, max_length, means).layers
+
+
+def _group_block(raw: np.ndarray, centred: np.ndarray | None, groups: list, layer: int) -> dict:
+    out = {"raw": group_means(cosine_matrix(raw[layer]), groups)}
+    if centred is not None:
+        out["position_centred"] = group_means(cosine_matrix(centred[layer]), groups)
+    return out
+
+
 def similarity(enc: Encoder, rows: list[tuple[str, str | None]], word: str, layer: int = -1, random_control: bool = True,
-               seed: int = 0, batch_size: int = 32, max_length: int = 128) -> dict:
-    """All numbers of `probe similarity` as one JSON-able dict."""
+               seed: int = 0, batch_size: int = 32, max_length: int = 128, center: str = "position",
+               reference: list[str] | None = None) -> dict:
+    """All numbers of `probe similarity` as one JSON-able dict.
+
+    `center="position"`: the matrix and the headline use position-centred vectors (see
+    `features.position_means`); the raw cosines are reported next to them either way.
+    """
     sentences = [t for t, _ in rows]
     groups = [g for _, g in rows]
     feats = target_vectors(enc, sentences, word, batch_size, max_length)
+    centred = centred_layers(enc, sentences, word, reference, batch_size, max_length) if center == "position" else None
     layer = resolve_layer(layer, enc.n_layers)
-    sim = cosine_matrix(feats.layers[layer])
+    shown = centred if centred is not None else feats.layers
+    sim = cosine_matrix(shown[layer])
     result = {
         "model": enc.label, "word": word, "layer": layer, "n_layers": enc.n_layers - 1,
+        "vectors": "position-centred" if centred is not None else "raw",
+        "position_means_from": None if centred is None else ("reference sentences" if reference else "the sentences (target left out)"),
         "sentences": [{"text": t, "group": g, "sub_tokens": int(k), "unknown_token": bool(u)}
                       for (t, g), k, u in zip(rows, feats.n_tokens, feats.unk)],
         "cosine": sim.round(6).tolist(),
+        "cosine_raw": cosine_matrix(feats.layers[layer]).round(6).tolist(),
     }
     if feats.unk.any():
         result["warning"] = (f"{word!r} maps to the unknown token in {int(feats.unk.sum())} sentence(s): "
                              "this tokenizer's vocabulary lacks it, so its vectors say little")
     labelled = all(g is not None for g in groups) and len(set(groups)) >= 2
     if labelled:
-        result["groups"] = {
+        g = result["groups"] = {
             "contextual": group_means(sim, groups),
+            "model": _group_block(feats.layers, centred, groups, layer),
             "static_embedding": group_means(cosine_matrix(feats.static), groups),
-            "by_layer": [{"layer": li, **group_means(cosine_matrix(feats.layers[li]), groups)}
-                         for li in range(enc.n_layers)],
+            "by_layer": [{"layer": li, **group_means(cosine_matrix(shown[li]), groups)} for li in range(enc.n_layers)],
         }
         if random_control:
             rnd = random_like(enc, seed)
-            rfeats = target_vectors(rnd, sentences, word, batch_size, max_length)
-            result["groups"]["random_init"] = {"model": rnd.label, **group_means(cosine_matrix(rfeats.layers[layer]), groups)}
+            r_raw = target_vectors(rnd, sentences, word, batch_size, max_length).layers
+            r_cen = centred_layers(rnd, sentences, word, reference, batch_size, max_length) if center == "position" else None
+            g["random_init"] = {"model": rnd.label, **group_means(cosine_matrix((r_cen if r_cen is not None else r_raw)[layer]), groups),
+                                **_group_block(r_raw, r_cen, groups, layer)}
             del rnd
     return result
 
 
 def summary_rows(result: dict) -> list[dict]:
-    """The within/between table: the chosen layer, the controls, then every layer."""
-    g = result["groups"]
-    rows = [{"name": f"contextual, layer {result['layer']}", **_pick(g["contextual"])},
-            {"name": "static input embedding (control)", **_pick(g["static_embedding"])}]
+    """The within/between table: the chosen layer (raw and centred), the controls, every layer."""
+    g, L = result["groups"], result["layer"]
+    rows = [{"name": f"model, layer {L}, {kind.replace('_', '-')}", **_pick(v)} for kind, v in g["model"].items()]
     if "random_init" in g:
-        rows.append({"name": f"random init, layer {result['layer']} (control)", **_pick(g["random_init"])})
-    rows += [{"name": f"  layer {r['layer']}", **_pick(r)} for r in g["by_layer"] if r["layer"] != result["layer"]]
+        rows += [{"name": f"random init, layer {L}, {kind.replace('_', '-')} (control)", **_pick(g["random_init"][kind])}
+                 for kind in g["model"]]
+    rows.append({"name": "static input embedding (control)", **_pick(g["static_embedding"])})
+    rows += [{"name": f"  model, layer {r['layer']}, {result['vectors']}", **_pick(r)} for r in g["by_layer"] if r["layer"] != L]
     return rows
 
 
@@ -179,11 +235,11 @@ def main(recipe, out=None) -> Path:
     from bertctl.report import heatmap, print_table
 
     block = recipe.similarity
-    rows, word, origin = sentences_from(block)
+    rows, word, origin, reference = sentences_from(block)
     enc = load_encoder(model_name(recipe), recipe.device, recipe.model.trust_remote_code, recipe.model.allow_pickle)
     run = start(recipe, "similarity", out)
     result = similarity(enc, rows, word, block.layer, recipe.random_control, recipe.seed,
-                        recipe.batch_size, recipe.max_length)
+                        recipe.batch_size, recipe.max_length, block.center, reference)
     result["sentences_from"] = origin
     run.write_json("similarity.json", result)
 
@@ -199,11 +255,14 @@ def main(recipe, out=None) -> Path:
                 caption="; ".join(f"{i + 1}: {t}" for i, (t, _) in enumerate(rows))[:2000])
     if "groups" in result:
         print_table("Within-sense vs between-sense similarity", summary_rows(result), ["name", "within", "between", "gap"],
-                    caption="gap = within - between; the static embedding cannot tell senses apart (gap 0)")
+                    caption="gap = within - between. Position-centred: each position's mean vector "
+                            f"({result['position_means_from']}) subtracted first. The static embedding cannot tell senses apart.")
         g = result["groups"]
-        run.write_json("metrics.json", {"within": g["contextual"]["within"], "between": g["contextual"]["between"],
-                                        "gap": g["contextual"]["gap"], "static_gap": g["static_embedding"]["gap"],
-                                        **({"random_init_gap": g["random_init"]["gap"]} if "random_init" in g else {})})
+        run.write_json("metrics.json", {"vectors": result["vectors"], "within": g["contextual"]["within"],
+                                        "between": g["contextual"]["between"], "gap": g["contextual"]["gap"],
+                                        "raw_gap": g["model"]["raw"]["gap"], "static_gap": g["static_embedding"]["gap"],
+                                        **({"random_init_gap": g["random_init"]["gap"],
+                                            "random_init_raw_gap": g["random_init"]["raw"]["gap"]} if "random_init" in g else {})})
     if "warning" in result:
         from bertctl.commands._common import console
 

@@ -1,0 +1,122 @@
+"""`bertctl probe ...` end to end on a micro `bertctl pretrain` run (both World languages,
+checkpoints at steps 2 and 4), plus the real-data layer probe on UD English EWT with the
+embedded MiniLM (skipped where ../shared/data is absent)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+MICRO = ["data.world.n_docs=60", "data.world.languages=[en,xx]", "tokenizer.vocab_size=200", "model.hidden=32",
+         "model.heads=2", "model.intermediate=64", "train.max_steps=4", "train.save_every=2", "train.eval_every=2",
+         "train.batch_size=8", "train.precision=fp32", "eval.max_sequences=16"]
+
+
+def invoke(*args):
+    from typer.testing import CliRunner
+
+    from bertctl.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """A real (micro) pretraining run: model/, tokenizer/, checkpoints/step-*, metrics.jsonl."""
+    root = tmp_path_factory.mktemp("probe")
+    out = root / "pretrain"
+    code, stdout, stderr = invoke("pretrain", *MICRO, f"data.cache_dir={root / 'cache'}", "--out", out)
+    assert code == 0, stdout + stderr
+    return out
+
+
+def read(folder: Path, name: str):
+    return json.loads((folder / name).read_text(encoding="utf-8"))
+
+
+def test_similarity_on_a_pretrain_run(run, tmp_path):
+    out = tmp_path / "sim"
+    code, stdout, stderr = invoke("probe", "similarity", "--model", run, "--out", out, "similarity.n_per_sense=3")
+    assert code == 0, stdout + stderr
+    res = read(out, "similarity.json")
+    assert len(res["cosine"]) == 6 and len(res["cosine_raw"]) == 6 and res["vectors"] == "position-centred"
+    g = res["groups"]
+    assert set(g) >= {"contextual", "model", "static_embedding", "by_layer", "random_init"}
+    assert g["static_embedding"]["gap"] == pytest.approx(0.0, abs=1e-6)
+    assert (out / "similarity.png").stat().st_size > 1000 and (out / "recipe.yaml").exists()
+    assert "Within-sense vs between-sense" in stdout
+
+
+def test_layers_word_and_sentence_level(run, tmp_path):
+    out = tmp_path / "layers"
+    code, stdout, stderr = invoke("probe", "layers", "--model", run, "--out", out,
+                                  "layers.n_train=20", "layers.n_test=10", "layers.max_iter=50")
+    assert code == 0, stdout + stderr
+    res = read(out, "layers.json")
+    assert res["level"] == "word" and [r["layer"] for r in res["per_layer"]] == [0, 1, 2]
+    assert all(0 <= r["random_init"] <= 1 and r["majority"] < r["model"] for r in res["per_layer"])
+    assert (out / "layers.png").exists() and "Linear probe per layer" in stdout
+
+    out2 = tmp_path / "topic"
+    code, stdout, stderr = invoke("probe", "layers", "--model", run, "--out", out2, "layers.data=world-topic",
+                                  "layers.n_train=30", "layers.n_test=15", "layers.max_iter=50", "random_control=false")
+    assert code == 0, stdout + stderr
+    res = read(out2, "layers.json")
+    assert res["level"] == "sentence" and res["random_init_model"] is None and res["n_test_units"] == 15
+
+
+def test_checkpoints_over_steps(run, tmp_path):
+    out = tmp_path / "ckpt"
+    code, stdout, stderr = invoke("probe", "checkpoints", "--model", run, "--out", out, "checkpoints.n_train=20",
+                                  "checkpoints.n_test=10", "checkpoints.n_per_sense=3", "checkpoints.max_iter=50")
+    assert code == 0, stdout + stderr
+    res = read(out, "checkpoints.json")
+    assert [row["step"] for row in res["per_checkpoint"]] == [0, 2, 4]
+    assert set(res["curves"]) == {"pos", "order", "sense"}
+    assert all(len(c["value"]) == 3 for c in res["curves"].values())
+    assert [s for s, _ in res["run_evals"]["mlm_accuracy"]] == [2, 4]
+    assert (out / "checkpoints.png").exists()
+
+
+def test_align_between_the_two_world_languages(run, tmp_path):
+    out = tmp_path / "align"
+    code, stdout, stderr = invoke("probe", "align", "--model", run, "--out", out, "align.n_sentences=80")
+    assert code == 0, stdout + stderr
+    res = read(out, "align.json")
+    assert res["pairs_used"] > 20 and res["chance_top1"] == pytest.approx(1 / res["headline"]["b_to_a"]["n_candidates"])
+    for key in ("plain", "shifted"):
+        r = res["headline"]["b_to_a"][key]
+        assert 0 <= r["top1"] <= r["top5"] <= 1
+    assert len(res["per_layer"]) == 3 and (out / "align.png").exists()
+    assert "Translation xx -> en" in stdout
+
+
+def test_probe_errors_are_one_line(run, tmp_path):
+    code, _, err = invoke("probe", "checkpoints", "--model", run / "tokenizer", "--out", tmp_path / "a")
+    assert code == 2 and "not a `bertctl pretrain` run folder" in err
+    code, _, err = invoke("probe", "layers", "probe_similarity_en", "--out", tmp_path / "b")
+    assert code == 2 and "is for `bertctl probe similarity`" in err
+    code, _, err = invoke("probe", "similarity", "--model", run, "--out", tmp_path / "c", "similarity.word=banana")
+    assert code == 2 and "no two-sense word" in err
+    code, _, err = invoke("probe", "similarity", "--model", run, "--out", tmp_path / "d", "similarity.layer=9")
+    assert code == 2 and "layer 9 does not exist" in err
+    assert len([line for line in err.splitlines() if line.strip()]) == 1
+
+
+def test_layers_on_ud_english_with_minilm_beats_both_controls(shared_data, tmp_path):
+    conllu = shared_data / "ud_english_ewt" / "en_ewt-ud-dev.conllu"
+    if not conllu.exists():
+        pytest.skip(f"{conllu} is absent")
+    out = tmp_path / "ud"
+    code, stdout, stderr = invoke("probe", "layers", "--model", "minilm", "--out", out, f"layers.data={conllu}",
+                                  "layers.n_train=80", "layers.n_test=40", "layers.max_iter=100")
+    assert code == 0, stdout + stderr
+    res = read(out, "layers.json")
+    assert res["n_labels"] >= 12 and len(res["per_layer"]) == 7
+    assert res["best"] > res["best_random_init"] + 0.05
+    assert res["best"] > res["majority"] + 0.4
