@@ -179,7 +179,8 @@ def _tokenizer(recipe, run, resume: bool, log):
     else:
         from bertctl.models import load_tokenizer, resolve
 
-        tokenizer = load_tokenizer(resolve(source), trust_remote_code=recipe.model.trust_remote_code)
+        tokenizer = load_tokenizer(resolve(source, allow_pickle=recipe.model.allow_pickle),
+                                   trust_remote_code=recipe.model.trust_remote_code)
         log(f"tokenizer of {source}: {len(tokenizer)} tokens")
     missing = [name for name in ("cls_token", "sep_token", "pad_token") if getattr(tokenizer, name, None) is None]
     if recipe.objective.kind == "mlm" and tokenizer.mask_token is None:
