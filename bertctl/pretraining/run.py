@@ -250,9 +250,12 @@ def pretrain(recipe, run, resume: bool = False) -> dict:
 
     model = build_model(recipe, tokenizer)
     if run.main:  # everything a checkpoint needs to be loaded on its own, written before the first one
-        tokenizer.save_pretrained(str(run.file("tokenizer")))
+        from bertctl.pretraining.corpus import _save_atomically
+
         model.config.architectures = [type(model).__name__]
-        model.config.save_pretrained(str(run.file("model_config")))
+        for name, save in (("tokenizer", tokenizer.save_pretrained), ("model_config", model.config.save_pretrained)):
+            if not run.file(name).is_dir():  # once, whole or not at all: a kill here must not break --resume
+                _save_atomically(run.file(name), save)
     n_params = sum(p.numel() for p in model.parameters())
     if getattr(model, "new_parameters", None):
         heads = sorted({".".join(k.split(".")[:2]) for k in model.new_parameters})
