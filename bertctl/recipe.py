@@ -165,8 +165,8 @@ def describe_errors(e: ValidationError, schema: type[BaseModel], source: str) ->
         if err["type"] == "extra_forbidden":
             choices = _field_choices(schema, loc)
             problems.append(f"{key}: unknown key (valid: {', '.join(choices)})")
-        elif err["type"] == "literal_error":
-            problems.append(f"{key}: {err['msg'].lower()}, got {err.get('input')!r}")
+        elif isinstance(err.get("input"), dict):  # a whole section failed a check: the message says why
+            problems.append(f"{key}: {err['msg'].lower()}")
         else:
             problems.append(f"{key}: {err['msg'].lower()}, got {err.get('input')!r}")
     return f"recipe {source}: " + "; ".join(problems)
