@@ -20,17 +20,35 @@ from bertctl.errors import BertctlError
 _state = {"debug": os.environ.get("BERTCTL_DEBUG", "") not in ("", "0")}
 
 
+def _disk_full(e: Exception) -> BertctlError | None:
+    """A write that failed for lack of space, wherever it happened (safetensors, numpy,
+    tokenizers, matplotlib write files in their own ways), as a BertctlError; else None."""
+    import errno
+
+    reasons = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+               errno.EFBIG: "file too large for the file system or the process's file size limit"}
+    code = getattr(e, "errno", None)
+    if code not in reasons:  # safetensors' Rust errors carry the code only in the text
+        code = next((c for c in reasons if f"(os error {c})" in str(e)), None)
+    if code is None:
+        return None
+    where = f" while writing {e.filename}" if getattr(e, "filename", None) else ""
+    return BertctlError(f"disk full{where}: {reasons[code]}",
+                        fix="free some space (files written before are intact) and rerun, with --resume for training runs")
+
+
 class Group(TyperGroup):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except BertctlError as e:
-            if _state["debug"]:
+        except Exception as e:
+            error = e if isinstance(e, BertctlError) else _disk_full(e)
+            if error is None or _state["debug"]:
                 raise
             from rich.console import Console
 
-            Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {e.line()}", markup=True)
-            ctx.exit(e.exit_code)
+            Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {error.line()}", markup=True)
+            ctx.exit(error.exit_code)
 
 
 app = typer.Typer(
