@@ -508,3 +508,63 @@ def test_bad_input_is_one_line_exit_2_and_loses_nothing(case: Row, fixtures, tmp
     changed = [name for name, data in before.items()
                if not (after.get(name) == data or (name.endswith("log.txt") and after.get(name, b"").startswith(data)))]
     assert not changed, f"overwritten or lost: {changed}"
+
+
+# ---------------------------------------------------------------------- a full disk
+
+
+def test_disk_full_is_one_line_loses_nothing_and_resume_then_finishes(tmp_path):
+    """The disk fills while a resumed pretrain writes its next checkpoint (simulated with a
+    file-size limit on the real command's process, so safetensors' own writes fail), and
+    on a first run while the corpus is written into the cache."""
+    from bertctl.runs import Run
+
+    from .test_faults import Cli, _final, _step_log
+
+    cache = tmp_path / "cache"
+    command = ["pretrain", *TINY_PRETRAIN, "train.max_steps=8", f"data.cache_dir={cache}"]
+    ref = Cli([*command, "--out", str(tmp_path / "reference")], tmp_path, tmp_path / "ref.log", {})
+    assert ref.wait() == 0, ref.output()[-3000:]
+
+    # a run that stopped after its step-4 checkpoint: the reference, cut back to step 4
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tmp_path / "reference", run)
+    for name in ("checkpoints/step-0000006", "checkpoints/step-0000008", "model"):
+        shutil.rmtree(run / name)
+    (run / "metrics.json").unlink()
+    rows = [line for line in (run / "metrics.jsonl").read_text().splitlines() if json.loads(line)["step"] <= 4]
+    (run / "metrics.jsonl").write_text("".join(r + "\n" for r in rows))
+    optimizer_bytes = (run / "checkpoints" / "step-0000004" / "optimizer.safetensors").stat().st_size
+    before = snapshot(run)
+
+    full = Cli([*command, "--out", str(run), "--resume"], tmp_path, tmp_path / "full.log", {},
+               max_file_bytes=optimizer_bytes // 2)  # the model file fits, the optimizer state does not
+    assert full.wait() == 2, full.output()[-3000:]
+    errors = [line for line in full.stderr().splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in full.output(), full.output()[-3000:]
+    assert re.search(r"error: disk full: file too large .*\. free some space .*--resume", errors[0]), errors[0]
+    after = snapshot(run)
+    lost = [name for name, data in before.items()
+            if name != "metrics.jsonl" and not (after.get(name) == data or
+                                               (name == "log.txt" and after[name].startswith(data)))]
+    assert not lost, lost
+    assert [p.name for p in Run(run, "x").checkpoints()] == ["step-0000002", "step-0000004"]
+
+    # space is back: the same command with --resume finishes as if nothing happened
+    again = Cli([*command, "--out", str(run), "--resume"], tmp_path, tmp_path / "again.log", {})
+    assert again.wait() == 0, again.output()[-3000:]
+    assert _final(run) == _final(tmp_path / "reference") and _step_log(run) == _step_log(tmp_path / "reference")
+
+    # a first run whose corpus does not fit in the cache
+    first = Cli([*_with_cache(command, tmp_path / "cache2"), "--out", str(tmp_path / "first")], tmp_path,
+                tmp_path / "first.log", {}, max_file_bytes=4096)
+    assert first.wait() == 2, first.output()[-3000:]
+    errors = [line for line in first.stderr().splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: disk full"), first.output()[-3000:]
+    assert "Traceback" not in first.output()
+
+
+def _with_cache(command: list[str], cache: Path) -> list[str]:
+    return [a for a in command if not a.startswith("data.cache_dir=")] + [f"data.cache_dir={cache}"]

@@ -59,10 +59,16 @@ FINETUNE = ["finetune", "--task", "regression", "model.max_length=48", "data.wor
 # ------------------------------------------------------------------ the real CLI, forked
 
 
-def _cli_process(argv: list[str], cwd: str, log: str, env: dict) -> None:
-    """Body of one forked process: the `bertctl` command line, as the console script runs it."""
+def _cli_process(argv: list[str], cwd: str, log: str, env: dict, max_file_bytes: int | None = None) -> None:
+    """Body of one forked process: the `bertctl` command line, as the console script runs it.
+    `max_file_bytes` simulates a full disk: a write past it fails (EFBIG) as it would (ENOSPC)."""
     os.chdir(cwd)
     os.environ.update(env)
+    if max_file_bytes is not None:
+        import resource
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write instead of killing the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
     for fd, name in ((1, log), (2, log + ".err")):
         os.dup2(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
     import torch
@@ -102,9 +108,10 @@ def _context():
 class Cli:
     """Start `bertctl ARGS` in a forked process; kill it or wait for it."""
 
-    def __init__(self, argv: list[str], cwd: Path, log: Path, env: dict):
+    def __init__(self, argv: list[str], cwd: Path, log: Path, env: dict, max_file_bytes: int | None = None):
         self.log = log
-        self.proc = _context().Process(target=_cli_process, args=(argv, str(cwd), str(log), {**ENV, **env}))
+        self.proc = _context().Process(target=_cli_process,
+                                       args=(argv, str(cwd), str(log), {**ENV, **env}, max_file_bytes))
         self.t0 = time.perf_counter()
         self.proc.start()
 
