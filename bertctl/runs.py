@@ -100,7 +100,7 @@ class Run:
         if resume:
             if not path.is_dir():
                 raise BertctlError(f"cannot resume: {path} does not exist", fix="pass the --out folder of an earlier run")
-        elif main and path.exists() and (not path.is_dir() or any(path.iterdir())):
+        elif main and path.exists() and (not path.is_dir() or _holds_results(path)):
             # rank 0 only: under torchrun it may already have filled the folder when another rank looks
             raise BertctlError(f"run folder {path} already exists and is not empty",
                                fix="pass --resume to continue it, or choose another --out")
@@ -200,6 +200,17 @@ class Run:
             for old in self.checkpoints()[:-keep]:
                 shutil.rmtree(old, ignore_errors=True)
         return final
+
+
+STARTED = {"recipe.yaml", "log.txt"}  # what a command writes into its folder before any result
+
+
+def _holds_results(path: Path) -> bool:
+    """Whether a run folder holds anything to protect. A command that stopped on bad input
+    before producing anything (say, a model path that is not a model) leaves only its
+    recipe.yaml, log.txt and empty files: rerunning the corrected command into the same
+    --out must work, not fail with 'already exists'."""
+    return any(p.is_file() and p.name not in STARTED and p.stat().st_size > 0 for p in path.rglob("*"))
 
 
 def _fsync_dir(path: Path) -> None:
