@@ -65,7 +65,7 @@ def find_recipe(source: str) -> Path:
         return path
     builtins = builtin_recipes()
     name = path.stem if path.suffix in {".yaml", ".yml"} else source
-    if name in builtins and not path.exists():
+    if name in builtins and not path.is_file():  # a folder named like a built-in (runs/pretrain, ./prompt) is no recipe
         return builtins[name]
     if path.exists():
         if path.is_dir():
