@@ -568,3 +568,106 @@ def test_disk_full_is_one_line_loses_nothing_and_resume_then_finishes(tmp_path):
 
 def _with_cache(command: list[str], cache: Path) -> list[str]:
     return [a for a in command if not a.startswith("data.cache_dir=")] + [f"data.cache_dir={cache}"]
+
+
+# ---------------------------------------------------------------------- security
+
+
+def _pickled_copy(model_dir: Path, dest: Path, model_cls: str = "AutoModel") -> Path:
+    """The same model with its weights as a pickle (pytorch_model.bin) instead of safetensors."""
+    import shutil
+
+    import torch
+    import transformers
+
+    dest.mkdir(parents=True)
+    for f in model_dir.iterdir():
+        if f.is_file() and not f.name.endswith(".safetensors"):
+            shutil.copy(f, dest / f.name)
+    model = getattr(transformers, model_cls).from_pretrained(str(model_dir))
+    torch.save(model.state_dict(), dest / "pytorch_model.bin")
+    return dest
+
+
+def _ok(result) -> None:
+    assert result.exit_code == 0, (result.stdout or "")[-1500:] + (result.stderr or "")[-1500:] + repr(result.exception)
+
+
+@pytest.mark.slow
+def test_pickle_weights_load_only_when_the_recipe_allows_it(fixtures, tmp_path, monkeypatch):
+    """Each command refuses pickle weights (see the table) and loads them with allow_pickle=true."""
+    from typer.testing import CliRunner
+
+    from bertctl.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    bert = _pickled_copy(fixtures["tiny"], tmp_path / "bert-pickle")
+    run = CliRunner().invoke
+    _ok(run(app, ["pretrain", *TINY_PRETRAIN, f"data.cache_dir={fixtures['cache']}", f"model.init={bert}",
+                  "model.allow_pickle=true", "objective.pairs=none", "train.max_steps=1", "train.save_every=1",
+                  "train.batch_size=4", "--out", str(tmp_path / "pretrain")]))
+    _ok(run(app, ["finetune", "--task", "cls", f"model.name_or_path={bert}", "model.allow_pickle=true",
+                  "data.world.train=16", "data.world.dev=8", *TINY_FINETUNE, "--out", str(tmp_path / "finetune")]))
+    _ok(run(app, ["probe", "similarity", "--model", str(bert), "model.allow_pickle=true",
+                  "similarity.n_per_sense=2", "--out", str(tmp_path / "probe")]))
+
+    # a causal LM for `prompt`: GPT-2 shaped, MiniLM's tokenizer
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    tok = AutoTokenizer.from_pretrained(str(fixtures["tiny"]))
+    gpt = tmp_path / "gpt"
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=1, n_head=2, n_positions=512)).save_pretrained(gpt)
+    tok.save_pretrained(gpt)
+    gpt_pickle = _pickled_copy(gpt, tmp_path / "gpt-pickle", "AutoModelForCausalLM")
+    result = run(app, ["prompt", "--model", str(gpt_pickle), "--shots", "0", "data.limit=4", "data.pool_size=4",
+                       "--out", str(tmp_path / "prompt")])
+    assert result.exit_code == 2 and "allow_pickle" in result.stderr
+    # the refused start left only its recipe/log in --out: the corrected command may reuse the folder
+    _ok(run(app, ["prompt", "--model", str(gpt_pickle), "--shots", "0", "data.limit=4", "data.pool_size=4",
+                  "model.allow_pickle=true", "--out", str(tmp_path / "prompt")]))
+
+
+def test_every_command_keeps_remote_code_and_pickle_off_by_default():
+    from bertctl.recipe import schema_for
+
+    for command in ("pretrain", "finetune", "eval-glue", "probe", "prompt"):
+        model = schema_for(command)().model
+        assert model.trust_remote_code is False and model.allow_pickle is False, command
+
+
+def test_the_code_never_evaluates_or_shells_out():
+    """No recipe string can reach eval/exec or a shell, YAML is only safe_load-ed, weights
+    never go through pickle, remote code is never forced on."""
+    root = Path(__file__).resolve().parents[1] / "bertctl"
+    banned = re.compile(r"(?<![\w.])(eval|exec|compile)\(|shell\s*=\s*True|os\.(system|popen)|subprocess|"
+                        r"yaml\.(load|unsafe_load|full_load)\(|pickle\.loads?\(|torch\.load\(|trust_remote_code\s*=\s*True")
+    found = [f"{p.relative_to(root)}:{n}: {line.strip()}" for p in sorted(root.rglob("*.py"))
+             for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if banned.search(line)]
+    assert not found, found
+
+
+def test_relative_paths_in_a_recipe_resolve_against_its_folder(fixtures, tmp_path, monkeypatch):
+    """A recipe's `data.source: corpus.txt` is the file next to the recipe, whatever the cwd."""
+    from typer.testing import CliRunner
+
+    from bertctl.cli import app
+
+    folder = tmp_path / "project"
+    write(folder / "corpus.txt", "caf\xe9 .\n".encode("latin-1"))  # unreadable: the error names the file it read
+    write(folder / "recipe.yaml", "command: pretrain\ndata:\n  source: corpus.txt\n")
+    (tmp_path / "elsewhere").mkdir()
+    write(tmp_path / "elsewhere" / "corpus.txt", "a decoy in the working directory .\n")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    result = CliRunner().invoke(app, ["pretrain", str(folder / "recipe.yaml"), f"data.cache_dir={fixtures['cache']}"])
+    line = check_one_error_line(result, r"is not valid UTF-8")
+    assert str(folder / "corpus.txt") in line
+
+
+def test_a_folder_named_like_a_builtin_recipe_does_not_shadow_it(cli, tmp_path, monkeypatch):
+    """`runs/` holds folders like pretrain-..., and a user may well have ./prompt or ./pretrain."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pretrain").mkdir()
+    code, out, err = cli("recipes", "show", "pretrain")
+    assert code == 0 and "command: pretrain" in out, err
+    code, _, err = cli("pretrain", "train.batch_size=abc")  # the default recipe, found past ./pretrain
+    assert code == 2 and "recipe pretrain.yaml (with overrides): train.batch_size" in err
