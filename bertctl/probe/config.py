@@ -57,8 +57,9 @@ class LayersBlock(Section):
     """Linear probes on frozen features of every layer, next to two controls."""
 
     data: str = Field("world", description="world (UPOS of World.tagged_sentences), world-topic, world-sentiment, "
-                                           "world-order (sentence pairs in order vs swapped), or a file: "
-                                           ".conllu (word labels) / .jsonl .tsv .csv with text[,text_pair],label")
+                                           "world-order (sentence pairs in order vs swapped), or a file (relative "
+                                           "to the working directory): .conllu (word labels) / .jsonl .tsv .csv "
+                                           "with text[,text_pair],label")
     tag_column: Literal["upos", "xpos"] = "upos"
     text_column: str = "text"
     pair_column: str | None = None
@@ -72,6 +73,7 @@ class LayersBlock(Section):
     unseen_words: float = Field(0.0, ge=0, lt=1, description="word level: hold out this fraction of word types; "
                                 "the probe trains on the others and is tested on these only (0 = plain split)")
     world_seed: int = 0
+    language: Literal["en", "xx"] = Field("en", description="World data: which language")
 
 
 class CheckpointsBlock(Section):

@@ -148,7 +148,7 @@ def file_data(path: str, block) -> ProbeData:
 
 def load_data(block) -> ProbeData:
     if block.data.startswith("world"):
-        return world_data(block.data, block.n_train, block.n_test, block.world_seed, "en", block.unseen_words)
+        return world_data(block.data, block.n_train, block.n_test, block.world_seed, block.language, block.unseen_words)
     if not Path(block.data).exists():
         raise BertctlError(f"probe data {block.data} does not exist",
                            fix="pass a .conllu/.jsonl/.tsv/.csv file or one of world, world-topic, world-sentiment, world-order")
@@ -207,13 +207,15 @@ def majority_baseline(y_train: np.ndarray, y_test: np.ndarray) -> tuple[str, flo
 
 def per_layer(enc: Encoder, data: ProbeData, seed: int = 0, max_iter: int = 300, C: float = 1.0,
               word_pool: str = "mean", sentence_pool: str = "mean", batch_size: int = 32,
-              max_length: int = 128) -> list[float]:
-    """Probe accuracy at every hidden_states index of one encoder."""
+              max_length: int = 128, with_labels: bool = False):
+    """Probe accuracy at every hidden_states index of one encoder (and, with_labels, the
+    train/test labels it was scored on)."""
     Xtr, ytr = features(enc, data.train, data.level, word_pool, sentence_pool, batch_size, max_length,
                         data.keep(data.train, "train"))
     Xte, yte = features(enc, data.test, data.level, word_pool, sentence_pool, batch_size, max_length,
                         data.keep(data.test, "test"))
-    return [probe_accuracy(Xtr[li], ytr, Xte[li], yte, seed, max_iter, C) for li in range(Xtr.shape[0])]
+    accs = [probe_accuracy(Xtr[li], ytr, Xte[li], yte, seed, max_iter, C) for li in range(Xtr.shape[0])]
+    return (accs, ytr, yte) if with_labels else accs
 
 
 def labels_of(data: ProbeData, side: str) -> np.ndarray:
@@ -231,13 +233,12 @@ def layers(enc: Encoder, data: ProbeData, seed: int = 0, max_iter: int = 300, C:
     """All numbers of `probe layers` as one JSON-able dict."""
     kw = dict(seed=seed, max_iter=max_iter, C=C, word_pool=word_pool, sentence_pool=sentence_pool,
               batch_size=batch_size, max_length=max_length)
-    model_acc = per_layer(enc, data, **kw)
+    model_acc, ytr, yte = per_layer(enc, data, **kw, with_labels=True)
     random_acc, random_label = None, None
     if random_control:
         rnd = random_like(enc, seed)
         random_acc, random_label = per_layer(rnd, data, **kw), rnd.label
         del rnd
-    ytr, yte = labels_of(data, "train"), labels_of(data, "test")
     label, majority = majority_baseline(ytr, yte)
     rows = [{"layer": li, "model": acc, "random_init": None if random_acc is None else random_acc[li],
              "majority": majority} for li, acc in enumerate(model_acc)]
