@@ -39,7 +39,8 @@ def eval_glue(
     con = console()
     result = run_suite(recipe, run, resume=resume, say=lambda m: con.print(f"[dim]{m}[/]"), planned=planned)
     title = f"GLUE dev: {recipe.model.name_or_path} ({recipe.method})"
-    con.print(rich_table(result.rows, title))
+    skipped = "; ".join(f"{n} ({why})" for n, why in result.skipped.items())
+    con.print(rich_table(result.rows, title, caption=f"skipped: {skipped}" if skipped else None))
     for note in result.notes:
         con.print(f"[yellow]note:[/] {note}")
     wrote(run.path)
