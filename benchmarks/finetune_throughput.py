@@ -43,6 +43,7 @@ SST2 = ROOT.parent / "shared" / "data" / "glue" / "SST-2"
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="minilm", help="model for both sides (bertctl model source)")
+    p.add_argument("--sst2", default=str(SST2), help="GLUE SST-2 folder (train.tsv, dev.tsv)")
     p.add_argument("--rows", type=int, default=2000, help="training rows (the first N of SST-2 train)")
     p.add_argument("--dev-rows", type=int, default=0, help="dev rows (0 = all 872)")
     p.add_argument("--epochs", type=float, default=1.0)
@@ -65,12 +66,13 @@ def parse_args(argv=None):
 
 def load_rows(args) -> tuple[list[dict], list[dict], str]:
     """[{"text", "label"}] train and dev rows, and where they came from."""
-    if (SST2 / "train.tsv").exists():
+    sst2 = Path(args.sst2)
+    if (sst2 / "train.tsv").exists():
         from bertctl.data.readers import read_glue_tsv
 
-        train = [{"text": r["sentence"], "label": int(r["label"])} for r in read_glue_tsv(SST2 / "train.tsv")]
-        dev = [{"text": r["sentence"], "label": int(r["label"])} for r in read_glue_tsv(SST2 / "dev.tsv")]
-        source = f"SST-2 ({SST2})"
+        train = [{"text": r["sentence"], "label": int(r["label"])} for r in read_glue_tsv(sst2 / "train.tsv")]
+        dev = [{"text": r["sentence"], "label": int(r["label"])} for r in read_glue_tsv(sst2 / "dev.tsv")]
+        source = f"SST-2 ({sst2})"
     else:
         from bertctl.data.world import World
 
