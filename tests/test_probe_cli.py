@@ -105,6 +105,10 @@ def test_align_between_the_two_world_languages(run, tmp_path):
         r = res["headline"]["b_to_a"][key]
         assert 0 <= r["top1"] <= r["top5"] <= 1
     assert len(res["per_layer"]) == 3 and (out / "align.png").exists()
+    assert len(res["translations"]) == res["headline"]["b_to_a"]["n_queries"]
+    top1 = sum(t["shifted"] in t["gold"] for t in res["translations"]) / len(res["translations"])
+    assert top1 == pytest.approx(res["headline"]["b_to_a"]["shifted"]["top1"])    # the two code paths agree
+    assert sum(row["n"] for row in res["by_tag"]) == len(res["translations"])
     assert "Translation xx -> en" in stdout
 
 

@@ -185,6 +185,19 @@ def align(enc: Encoder, lexicon: list[tuple[str, str]], sentences_a: list[str] |
         chosen = resolve_layer(int(layer), enc.n_layers)
     head = static if vectors == "static" else per_layer[chosen]
     n_cand = head["b_to_a"]["n_candidates"]
+    if vectors == "static":
+        A, B, mu_a, mu_b = SA, SB, mean_static_a, mean_static_b
+    else:
+        A = np.stack([ctx_a[w][chosen] for w in list_a])
+        B = np.stack([ctx_b[w][chosen] for w in list_b])
+        mu_a, mu_b = mean_a[chosen], mean_b[chosen]
+    cand = sorted({a for a, _ in pairs})
+    plain, shifted = (nearest(B, A[cand], shift) for shift in (None, mu_a - mu_b))
+    gold = {}
+    for a, b in pairs:
+        gold.setdefault(b, []).append(list_a[a])
+    translations = [{"b": list_b[b], "gold": gold[b], "plain": list_a[cand[plain[b]]],
+                     "shifted": list_a[cand[shifted[b]]]} for b in sorted(gold)]
     return {
         "model": enc.label, "vectors": vectors, "layer": None if vectors == "static" else chosen,
         "layer_rule": str(layer), "pairs_in_lexicon": len(lexicon), "pairs_used": len(kept),
@@ -192,8 +205,25 @@ def align(enc: Encoder, lexicon: list[tuple[str, str]], sentences_a: list[str] |
         "mean_occurrences_a": float(np.mean([count_a[a] for a in list_a])),
         "mean_occurrences_b": float(np.mean([count_b[b] for b in list_b])),
         "chance_top1": 1.0 / n_cand, "chance_top5": min(1.0, 5.0 / n_cand),
-        "headline": head, "per_layer": per_layer, "static": static,
+        "headline": head, "per_layer": per_layer, "static": static, "translations": translations,
     }
+
+
+def nearest(queries: np.ndarray, candidates: np.ndarray, shift: np.ndarray | None) -> np.ndarray:
+    """Index of each query's nearest candidate by cosine (after adding `shift`)."""
+    Q = queries if shift is None else queries + shift[None]
+    return np.argmax(_unit(Q) @ _unit(candidates).T, axis=1)
+
+
+def by_tag(translations: list[dict], tag_of) -> list[dict]:
+    """Top-1 accuracy per part of speech of the A word (World lexicon): which kinds of
+    words the two languages share in the encoder."""
+    groups: dict[str, list[dict]] = {}
+    for t in translations:
+        groups.setdefault(tag_of(t["gold"][0]), []).append(t)
+    return [{"tag": tag, "n": len(ts), "top1": float(np.mean([t["plain"] in t["gold"] for t in ts])),
+             "top1_shifted": float(np.mean([t["shifted"] in t["gold"] for t in ts]))}
+            for tag, ts in sorted(groups.items(), key=lambda kv: -len(kv[1]))]
 
 
 def summary_rows(result: dict) -> list[dict]:
@@ -249,6 +279,14 @@ def main(recipe, out=None) -> Path:
                    recipe.max_length)
     result.update({"lexicon": origin, "language_a": block.language_a, "language_b": block.language_b,
                    "sentences_a": len(sa or []), "sentences_b": len(sb or [])})
+    if not block.lexicon:  # the World knows every word's part of speech
+        from bertctl.data.world import World
+
+        world = World(block.world_seed, block.language_a)
+        known = set(world.vocabulary())
+        result["by_tag"] = by_tag(result["translations"],
+                                  lambda w: world.pos_of(w) if w in known else next(
+                                      (world.pos_of(v) for v in known if v.lower() == w), "X"))
     run.write_json("align.json", result)
     h = result["headline"]["b_to_a"]
     run.write_json("metrics.json", {"top1": h["plain"]["top1"], "top5": h["plain"]["top5"],

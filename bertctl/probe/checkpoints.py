@@ -6,6 +6,7 @@ training step on the x-axis:
 - pos:   a word-level linear probe for UPOS (World.tagged_sentences)       -> syntax (words)
 - order: a probe on [CLS] of sentence pairs, in order vs swapped (as SOP)   -> discourse
 - sense: within-sense minus between-sense cosine of a two-sense word      -> semantics
+         (position-centred vectors, distinct World sentences: see `probe similarity`)
 - and the run's own held-out evaluation rows from metrics.jsonl (masked-token accuracy,
   NSP/SOP accuracy): what the objective itself measured at each evaluation.
 
@@ -23,7 +24,7 @@ import numpy as np
 from bertctl.errors import BertctlError
 from bertctl.probe.features import Encoder, cosine_matrix, random_like, resolve_layer, wrap
 
-PROPERTY_LABEL = {"pos": "POS probe (word, UPOS)", "order": "sentence-order probe ([CLS] of pairs)",
+PROPERTY_LABEL = {"pos": "POS probe (word, UPOS, unseen words)", "order": "sentence-order probe ([CLS] of pairs)",
                   "sense": "sense gap (cosine within - between)"}
 
 
@@ -109,12 +110,11 @@ class Probes:
         if "order" in block.properties:
             self.data["order"] = world_data("world-order", block.n_train, block.n_test, block.world_seed, block.language)
         if "sense" in block.properties:
-            from bertctl.data.world import World
+            from bertctl.probe.config import SimilarityBlock
+            from bertctl.probe.similarity import sentences_from
 
-            world = World(seed=block.world_seed, language=block.language)
-            self.sense_rows = world.sense_sentences(block.word, block.n_per_sense)
-            self.sense_word = dict(world.bilingual_lexicon()).get(block.word, block.word) \
-                if block.language == "xx" else block.word
+            self.sense_rows, self.sense_word, _, self.sense_reference = sentences_from(SimilarityBlock(
+                word=block.word, n_per_sense=block.n_per_sense, world_seed=block.world_seed, language=block.language))
 
     def baselines(self) -> dict:
         from bertctl.probe.layers import labels_of, majority_baseline
@@ -127,7 +127,7 @@ class Probes:
     def measure(self, enc: Encoder) -> dict:
         """{property: [value per layer]} for one encoder."""
         from bertctl.probe.layers import per_layer
-        from bertctl.probe.similarity import group_means, target_vectors
+        from bertctl.probe.similarity import centred_layers, group_means
 
         r, b = self.recipe, self.block
         out = {}
@@ -135,8 +135,9 @@ class Probes:
             out[name] = per_layer(enc, data, r.seed, b.max_iter, 1.0, "mean", "cls", r.batch_size, r.max_length)
         if "sense" in b.properties:
             texts, groups = [t for t, _ in self.sense_rows], [g for _, g in self.sense_rows]
-            feats = target_vectors(enc, texts, self.sense_word, r.batch_size, r.max_length)
-            out["sense"] = [group_means(cosine_matrix(feats.layers[li]), groups)["gap"] for li in range(enc.n_layers)]
+            # position-centred, as `probe similarity` (raw cosines reward the random init's position component)
+            vecs = centred_layers(enc, texts, self.sense_word, self.sense_reference, r.batch_size, r.max_length)
+            out["sense"] = [group_means(cosine_matrix(vecs[li]), groups)["gap"] for li in range(enc.n_layers)]
         return out
 
 
