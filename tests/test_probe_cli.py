@@ -67,7 +67,7 @@ def test_similarity_on_a_pretrain_run(run, tmp_path):
 def test_layers_word_and_sentence_level(run, tmp_path):
     out = tmp_path / "layers"
     code, stdout, stderr = invoke("probe", "layers", "--model", run, "--out", out,
-                                  "layers.n_train=20", "layers.n_test=10", "layers.max_iter=50")
+                                  "layers.n_train=20", "layers.n_test=10", "layers.max_iter=50", "layers.unseen_words=0")
     assert code == 0, stdout + stderr
     res = read(out, "layers.json")
     assert res["level"] == "word" and [r["layer"] for r in res["per_layer"]] == [0, 1, 2]
@@ -136,3 +136,28 @@ def test_layers_on_ud_english_with_minilm_beats_both_controls(shared_data, tmp_p
     assert res["n_labels"] >= 12 and len(res["per_layer"]) == 7
     assert res["best"] > res["best_random_init"] + 0.05
     assert res["best"] > res["majority"] + 0.4
+
+
+def test_chinese_recipe_end_to_end_on_a_tiny_chinese_model(tmp_path):
+    """probe_similarity_zh with a model whose vocabulary has the characters (saved by hand):
+    the target 苹果 is found by character offsets in every sentence, two tokens averaged."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from bertctl.recipe import builtin_recipes, read_yaml
+    from tests.test_probe import tiny_tokenizer
+
+    sentences = [s["text"] for s in read_yaml(builtin_recipes()["probe_similarity_zh"])["similarity"]["sentences"]]
+    tok = tiny_tokenizer(chars=sorted({c for s in sentences for c in s}))
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                 intermediate_size=64, max_position_embeddings=64))
+    model.save_pretrained(tmp_path / "zh")
+    tok.save_pretrained(tmp_path / "zh")
+    out = tmp_path / "sim"
+    code, stdout, stderr = invoke("probe", "similarity", "probe_similarity_zh", "--model", tmp_path / "zh", "--out", out)
+    assert code == 0, stdout + stderr
+    res = read(out, "similarity.json")
+    assert [s["sub_tokens"] for s in res["sentences"]] == [2] * 10
+    assert not any(s["unknown_token"] for s in res["sentences"]) and "warning" not in res
+    assert res["word"] == "苹果" and (out / "similarity.png").exists()

@@ -91,6 +91,8 @@ def sentences_from(block) -> tuple[list[tuple[str, str | None]], str, str, list[
 
     world = World(seed=block.world_seed, language=block.language)
     rows = distinct_per_group(world.sense_sentences(block.word, 8 * block.n_per_sense), block.n_per_sense)
+    senses = list(dict.fromkeys(g for _, g in rows))
+    rows = sorted(rows, key=lambda r: senses.index(r[1]))  # one block per sense: a readable heatmap
     word = dict(world.bilingual_lexicon()).get(block.word, block.word) if block.language == "xx" else block.word
     if reference is None:  # the world's own stories: many positions, every kind of word
         reference = [s for doc in world.documents(100) for s in doc]
