@@ -105,6 +105,9 @@ def run_trainer(args, task: GlueTask, train: list[dict], dev: list[dict], seed: 
         t0 = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - t0
+        # transformers 5 applies the length-grouped (shuffled) sampler to predict() too, which
+        # returns predictions out of order; predict in dataset order.
+        trainer.args.train_sampling_strategy = "sequential"
         out = trainer.predict(encode(dev)).predictions
     out = np.asarray(out)
     if task.regression:
