@@ -140,13 +140,13 @@ def csv_text(results: dict[str, dict]) -> str:
     """One line per task and metric, with numbers (not formatted strings): for scripts."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["task", "metric", "value", "std", "n_seeds", "task_score", "task_score_std", "human", "bert_base"])
+    w.writerow(["task", "metric", "value", "std", "n_seeds", "task_score", "task_score_std", "human", "bert_base", "seconds"])
     for name in [n for n in TASKS if n in results]:
         r = results[name]
         for key in TASKS[name].metric_keys():
             w.writerow([name, key, f"{r['metrics'][key]:.4f}", f"{r['metrics_std'][key]:.4f}", r["n_seeds"],
                         f"{r['score']:.4f}", f"{r['score_std']:.4f}",
-                        REFERENCES["Human baseline"][name][key], REFERENCES["BERT-base dev"][name][key]])
+                        REFERENCES["Human baseline"][name][key], REFERENCES["BERT-base dev"][name][key], r.get("seconds", "")])
     return buf.getvalue()
 
 
