@@ -378,3 +378,37 @@ def test_world_sense_sentences_are_distinct_and_balanced():
     assert sorted({g for _, g in rows}) == ["company", "fruit"] and len(reference) > 100
     rows_xx, word_xx, _, _ = sentences_from(SimilarityBlock(n_per_sense=2, language="xx"))
     assert word_xx != "apple" and all(word_xx in t for t, _ in rows_xx)
+
+
+def test_long_texts_are_cut_to_the_models_position_table():
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from bertctl.probe.features import word_features, wrap
+
+    tok = tiny_tokenizer()
+    torch.manual_seed(0)
+    enc = wrap(BertModel(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                    intermediate_size=64, max_position_embeddings=8)), tok, "short", "cpu")
+    assert enc.limit(128) == 8
+    feats = word_features(enc, [["i", "ate", "an", "apple", "pie", "good", "pie", "good", "pie"]], max_length=128)
+    assert feats.found.tolist() == [True] * 6 + [False] * 3                 # [CLS] + 6 words + [SEP] = 8 positions
+
+
+def test_cls_pooling_of_a_causal_model_takes_the_last_real_token():
+    import torch
+    from transformers import GPT2Config, GPT2Model
+
+    from bertctl.probe.features import sentence_features, wrap
+
+    tok = tiny_tokenizer()
+    torch.manual_seed(0)
+    enc = wrap(GPT2Model(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=32)), tok, "gpt", "cpu")
+    texts = ["i ate an apple pie", "good pie"]
+    X = sentence_features(enc, texts, pool="cls")
+    assert X.shape == (3, 2, 32)
+    for i, text in enumerate(texts):
+        batch = tok([text], return_tensors="pt")
+        with torch.no_grad():
+            hs = torch.stack(enc.model(**batch, output_hidden_states=True).hidden_states)[:, 0]
+        np.testing.assert_allclose(X[:, i], hs[:, -1].numpy(), atol=1e-5)   # [SEP], the last real token

@@ -46,6 +46,13 @@ class Encoder:
         """How many hidden_states the model returns (embeddings + one per block)."""
         return int(self.model.config.num_hidden_layers) + 1
 
+    def limit(self, max_length: int) -> int:
+        """Tokens per text at most: the request, capped by the model's position table (a
+        bertctl pretrain model may have only 64 positions) and the tokenizer's limit."""
+        caps = [max_length, getattr(self.model.config, "max_position_embeddings", None),
+                getattr(self.tokenizer, "model_max_length", None)]
+        return min(int(c) for c in caps if isinstance(c, int) and c > 0)
+
 
 def pick_device(device: str) -> str:
     import torch
@@ -80,6 +87,8 @@ def load_encoder(name_or_path: str, device: str = "auto", trust_remote_code: boo
 
 def wrap(model, tokenizer, label: str, device: str = "auto") -> Encoder:
     check_fast(tokenizer, label)
+    if tokenizer.pad_token is None:  # GPT-style tokenizers: padding is masked out anyway
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     device = pick_device(device)
     model.to(device).eval()
     return Encoder(model, tokenizer, label, device)
@@ -196,6 +205,7 @@ def span_features(enc: Encoder, texts: Sequence[str], spans: Sequence[Sequence[S
 
     if len(texts) != len(spans):
         raise ValueError("one list of spans per text")
+    max_length = enc.limit(max_length)
     n_total = sum(len(s) for s in spans)
     L, H = enc.n_layers, int(enc.model.config.hidden_size)
     layers = np.zeros((L, n_total, H), dtype=np.float32)
@@ -256,6 +266,7 @@ def position_means(enc: Encoder, texts: Sequence[str], skip: Sequence[Span] | No
     import torch
 
     L, H = enc.n_layers, int(enc.model.config.hidden_size)
+    max_length = enc.limit(max_length)
     sums = np.zeros((L, max_length, H), dtype=np.float64)
     counts = np.zeros(max_length, dtype=np.float64)
     for order in length_batches([len(t) for t in texts], batch_size):
@@ -287,12 +298,22 @@ def word_features(enc: Encoder, sentences: Sequence[Sequence[str]], pool: str = 
     return span_features(enc, texts, spans, pool, batch_size, max_length)
 
 
+CAUSAL_TYPES = {"gpt2", "gpt_neo", "gpt_neox", "gptj", "llama", "mistral", "qwen2", "phi", "phi3", "opt", "bloom",
+                "falcon", "gemma", "gemma2", "smollm3"}
+
+
+def is_causal(enc: Encoder) -> bool:
+    return getattr(enc.model.config, "model_type", "") in CAUSAL_TYPES
+
+
 def sentence_features(enc: Encoder, texts: Sequence[str], pairs: Sequence[str] | None = None, pool: str = "mean",
                       batch_size: int = 32, max_length: int = 128) -> np.ndarray:
-    """[L+1, n, H] sentence vectors: mean over non-padding tokens, or the first ([CLS]) token."""
+    """[L+1, n, H] sentence vectors: mean over non-padding tokens, or the first ([CLS]) token
+    (the last real token for a left-to-right model, whose first token sees nothing else)."""
     import torch
 
     L, H = enc.n_layers, int(enc.model.config.hidden_size)
+    max_length = enc.limit(max_length)
     out = np.zeros((L, len(texts), H), dtype=np.float32)
     lengths = [len(t) + (len(pairs[i]) if pairs is not None else 0) for i, t in enumerate(texts)]
     for order in length_batches(lengths, batch_size):
@@ -301,7 +322,11 @@ def sentence_features(enc: Encoder, texts: Sequence[str], pairs: Sequence[str] |
         batch = {k: v.to(enc.device) for k, v in batch.items()}
         with torch.no_grad():
             hs = torch.stack(enc.model(**batch, output_hidden_states=True).hidden_states).float()  # [L+1, B, T, H]
-        if pool == "cls":
+        if pool == "cls" and is_causal(enc):  # a left-to-right model sums up a text in its last token
+            mask = batch["attention_mask"]
+            last = (mask * torch.arange(mask.shape[1], device=mask.device)).argmax(1)           # [B], any padding side
+            vec = hs[:, torch.arange(hs.shape[1], device=hs.device), last]
+        elif pool == "cls":
             vec = hs[:, :, 0]
         else:
             mask = batch["attention_mask"].to(hs.dtype)[None, :, :, None]                        # [1, B, T, 1]
