@@ -281,7 +281,7 @@ def main(recipe, out=None) -> Path:
     line_plot(run.file("layers.png"), series, "layer (0 = embeddings)", "probe accuracy (held out)",
               f"{data.level}-level probe per layer", hlines={f"majority ({result['majority_label']})": result["majority"]})
     print_table(f"Linear probe per layer: {enc.label}", result["per_layer"], ["layer", "model", "random_init", "majority"],
-                caption=f"{result['data']}; {result['n_train_units']} train / {result['n_test_units']} test "
-                        f"{'words' if data.level == 'word' else 'examples'}, {result['n_labels']} labels")
+                caption=f"{result['data']}; " + (f"{result['n_train_units']} train / {result['n_test_units']} test words, "
+                                                  if data.level == "word" else "") + f"{result['n_labels']} labels")
     run.log(f"probe layers on {enc.label}: best layer {result['best_layer']} ({result['best']:.4f})")
     return run.path
