@@ -78,6 +78,20 @@ class FitResult:
 # ------------------------------------------------------------------------- helpers
 
 
+def process_state():
+    """accelerate's PartialState (rank, world size, barriers), made the same way everywhere.
+
+    Why `cpu=`: on a machine without a GPU, accelerate runs every process started by
+    torchrun as a separate single-process job unless told it is a CPU job; the first
+    PartialState made in a process decides for the whole process, so everyone makes it here."""
+    import os
+
+    from accelerate import PartialState
+
+    many = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return PartialState(cpu=many and not torch.cuda.is_available())
+
+
 def make_accelerator(precision: str):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
@@ -86,8 +100,10 @@ def make_accelerator(precision: str):
     # precision; forget the previous one (the process group in PartialState is kept) so
     # several fits in one process (tests, benchmarks) may use different precisions.
     AcceleratorState._reset_state()
+    state = process_state()
     # fp16 needs a grad scaler (accelerate's); bf16 and fp32 are plain autocast / no-ops.
-    return Accelerator(mixed_precision="no" if precision == "fp32" else precision, split_batches=False)
+    return Accelerator(mixed_precision="no" if precision == "fp32" else precision, split_batches=False,
+                       cpu=state.device.type == "cpu" and state.num_processes > 1)
 
 
 def make_optimizer(model: torch.nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
@@ -227,6 +243,8 @@ def fit(model: torch.nn.Module, job: Job, s: TrainSettings, run: Run, resume: bo
     if s.batch_size % world:
         raise BertctlError(f"train.batch_size={s.batch_size} does not split over {world} processes",
                            fix=f"use a multiple of {world}")
+    if world > 1:
+        run.log(f"{world} processes ({acc.distributed_type.value}), {s.batch_size // world} examples each per batch")
 
     # plan: how many optimizer steps in all, and where evaluations/checkpoints happen
     steps_per_epoch = max(1, len(job.batches(0)) // s.grad_accum)

@@ -222,12 +222,10 @@ def _save_final(model, tokenizer, run) -> Path:
 
 def pretrain(recipe, run, resume: bool = False) -> dict:
     """Run the recipe into `run` (a runs.Run). Returns the final metrics (also in metrics.json)."""
-    from accelerate import PartialState
-
     from bertctl.pretraining.corpus import prepare_sequences
     from bertctl.pretraining.masking import spec_from_tokenizer
     from bertctl.pretraining.model import Pretrainer, build_model, head_kind
-    from bertctl.train import Job, fit
+    from bertctl.train import Job, fit, process_state
 
     def log(message: str) -> None:
         run.log(message)
@@ -236,7 +234,7 @@ def pretrain(recipe, run, resume: bool = False) -> dict:
 
             Console(highlight=False, stderr=True).print(f"[dim]{message}[/]")
 
-    state = PartialState()
+    state = process_state()
     _write_recipe(recipe, run, resume)
     obj, s = recipe.objective, recipe.train
     with state.main_process_first():  # rank 0 trains the tokenizer and fills the cache; the others reuse it
