@@ -37,7 +37,10 @@ def eval_glue(
     run = Run.create(out, "eval-glue", resume=resume)
     run.write_text("recipe.yaml", "# bertctl eval-glue recipe.yaml (resolved)\ncommand: eval-glue\n" + dump(recipe))
     con = console()
-    result = run_suite(recipe, run, resume=resume, say=lambda m: con.print(f"[dim]{m}[/]"), planned=planned)
+    result = run_suite(recipe, run, resume=resume, say=lambda m: con.print(f"[dim]{m}[/]") if run.main else None,
+                       planned=planned)
+    if not run.main:  # under torchrun/accelerate only rank 0 prints
+        return
     title = f"GLUE dev: {recipe.model.name_or_path} ({recipe.method})"
     skipped = "; ".join(f"{n} ({why})" for n, why in result.skipped.items())
     con.print(rich_table(result.rows, title, caption=f"skipped: {skipped}" if skipped else None))

@@ -18,6 +18,7 @@ last checkpoint; one with neither never got past its first step and starts over.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -29,9 +30,18 @@ from bertctl.glue import score, submission
 from bertctl.glue.config import SANE_MAX_EPOCHS, GlueRecipe
 from bertctl.glue.data import HOW_TO_PROVIDE, TaskData, load_task, locate
 from bertctl.glue.tasks import TASKS, GlueTask, task_names
-from bertctl.runs import Run, read_json, write_json
+from bertctl.runs import Run, is_main_process, read_json, write_json
 
 DONE = "glue.json"
+
+
+def _sync() -> None:
+    """Under torchrun/accelerate every rank runs the suite (the fine-tuning needs them all),
+    but only rank 0 writes files: the others wait here until what they read is written."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from bertctl.train import process_state
+
+        process_state().wait_for_everyone()
 
 
 @dataclass
@@ -94,16 +104,19 @@ def is_sane(recipe: GlueRecipe) -> bool:
 # -------------------------------------------------------------------- task files
 
 
-def write_task_files(data: TaskData, folder: Path) -> dict[str, Path]:
-    """Rows as JSON lines for `finetune` (one shape for every task, quirks gone)."""
+def write_task_files(data: TaskData, folder: Path, write: bool = True) -> dict[str, Path]:
+    """Rows as JSON lines for `finetune` (one shape for every task, quirks gone).
+    write=False: only the paths (the other ranks under torchrun, rank 0 writes)."""
     from bertctl.runs import atomic_write_text
 
-    folder.mkdir(parents=True, exist_ok=True)
+    if write:
+        folder.mkdir(parents=True, exist_ok=True)
     files = {}
 
     def put(name: str, rows: list[dict]) -> Path:
         path = folder / f"{name}.jsonl"
-        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        if write:
+            atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         return path
 
     files["train"] = put("train", data.train)
@@ -137,6 +150,7 @@ def finetune_task(task: GlueTask, data: TaskData, files: dict[str, Path], recipe
         dev = read_json(folder / "metrics.json")["dev"]  # trained earlier; only the extra steps were missing
     else:
         dev = finetune(ft, Run.create(folder, "finetune", resume=resume), resume=resume)
+    _sync()  # rank 0 has written the predictions read below
     by_split = {evals[0]: dev}
     predictions = {}
     if tests:
@@ -144,14 +158,17 @@ def finetune_task(task: GlueTask, data: TaskData, files: dict[str, Path], recipe
     extra_tests = tests[1:]
     for k, name in enumerate(evals[1:] or ([evals[0]] if extra_tests else [])):
         overrides = [f"data.dev={files[f'eval:{name}']}"]
-        if k == 0 and extra_tests:  # all remaining test sets in one file, split back by length
-            rows = [r for t in extra_tests for r in data.tests[t]]
-            combined = files["train"].parent / "more_tests.jsonl"
-            combined.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-            overrides.append(f"data.test={combined}")
+        rows = [r for t in extra_tests for r in data.tests[t]] if k == 0 and extra_tests else []
         out = folder / "evals" / name
-        shutil.rmtree(out, ignore_errors=True)  # a half-written evaluation from an interrupted suite
-        by_split[name] = evaluate_run(folder, overrides, out=out)
+        if is_main_process():  # evaluation is not distributed: rank 0 does it, the others read its files
+            if rows:  # all remaining test sets in one file, split back by length
+                combined = files["train"].parent / "more_tests.jsonl"
+                combined.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+                overrides.append(f"data.test={combined}")
+            shutil.rmtree(out, ignore_errors=True)  # a half-written evaluation from an interrupted suite
+            evaluate_run(folder, overrides, out=out)
+        _sync()
+        by_split[name] = read_json(out / "metrics.json")["dev"]
         if k == 0 and extra_tests:
             preds = _read_predictions(out / "predictions_test.jsonl", len(rows))
             for t in extra_tests:
@@ -184,12 +201,15 @@ def _prepare_seed_folder(folder: Path, resume: bool) -> bool | None:
     """None: finished (glue.json). True: resume from a checkpoint. False: start fresh."""
     if (folder / DONE).exists():
         return None
+    state = False
     if resume and folder.is_dir():
         trained = (folder / "metrics.json").exists() and (folder / "model").is_dir()
         if trained or Run(folder, "finetune").latest_checkpoint() is not None:
-            return True
-        shutil.rmtree(folder)  # never reached a checkpoint: nothing worth keeping
-    return False
+            state = True
+        elif is_main_process():
+            shutil.rmtree(folder)  # never reached a checkpoint: nothing worth keeping
+    _sync()  # every rank decided on the same folder before rank 0 writes into it
+    return state
 
 
 @dataclass
@@ -233,7 +253,7 @@ def run_suite(recipe: GlueRecipe, run: Run, resume: bool = False, say: Callable[
         cap = task_settings(recipe, name).get("max_train_rows")
         data = load_task(source, task, cap, recipe.max_eval_rows, recipe.max_test_rows, tests=recipe.submission)
         notes += [f"{name}: {n}" for n in data.notes]
-        files = write_task_files(data, run.path / "data" / name)
+        files = write_task_files(data, run.path / "data" / name, write=run.main)
         test_ids[name] = {k: [r["idx"] for r in rows] for k, rows in data.tests.items()}
         runs[name] = []
         for seed in seeds:
@@ -249,9 +269,11 @@ def run_suite(recipe: GlueRecipe, run: Run, resume: bool = False, say: Callable[
                 result = {"task": name, "seed": seed, "metrics": out["metrics"],
                           "points": score.points(out["metrics"], task), "seconds": round(time.perf_counter() - t0, 1),
                           "train_rows": len(data.train), "predictions": out["predictions"]}
-                write_json(folder / DONE, result)
-                if not recipe.keep_checkpoints:  # finished: model/ is what counts (MiniLM: ~270 MB per checkpoint)
-                    shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+                if run.main:
+                    write_json(folder / DONE, result)
+                    if not recipe.keep_checkpoints:  # finished: model/ is what counts (MiniLM: ~270 MB per checkpoint)
+                        shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+                _sync()
                 run.log(f"{name} seed {seed}: {result['points']} in {result['seconds']} s")
             runs[name].append(result)
         best[name] = max(runs[name], key=lambda r: score.task_score(r["points"], task))
@@ -260,7 +282,7 @@ def run_suite(recipe: GlueRecipe, run: Run, resume: bool = False, say: Callable[
         results[n] = score.aggregate(TASKS[n], [r["points"] for r in runs[n]])
         results[n].update(seeds=seeds, seconds=round(sum(r["seconds"] for r in runs[n]), 1),
                           train_rows=runs[n][0]["train_rows"])
-    files = _write_outputs(run, recipe, results, runs, best, test_ids, skipped, notes)
+    files = _write_outputs(run, recipe, results, runs, best, test_ids, skipped, notes) if run.main else []
     rows, summary = score.result_rows(results)
     return SuiteResult(rows, summary, results, skipped, notes, files)
 
