@@ -379,6 +379,7 @@ def test_pretrain_under_torchrun_two_processes(tmp_path):
                                                      "tokenizer"]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-0000003", "step-0000006"]
     assert list(tmp_path.glob("runs")) == []  # no other rank made a folder of its own
+    assert "2 processes (MULTI_CPU), 4 examples each per batch" in (out / "log.txt").read_text()  # really distributed
     one = Cli([*command, "--out", str(tmp_path / "one")], tmp_path, tmp_path / "one.log",
               {"BERTCTL_CACHE": str(tmp_path / "cache")})
     assert one.wait() == 0, one.output()[-3000:]
@@ -398,3 +399,24 @@ def test_finetune_under_torchrun_two_processes(tmp_path, tiny):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 8 and metrics["n_train"] == 64  # global batch 8: 64 rows = 8 steps, not 4
     assert len((out / "predictions_dev.jsonl").read_text().splitlines()) == 16
+    assert "2 processes (MULTI_CPU)" in (out / "log.txt").read_text()
+
+
+@pytest.mark.slow
+def test_eval_glue_under_torchrun_two_processes(tmp_path, tiny):
+    """The suite's file handling (task files, predictions, extra MNLI evaluations, the
+    submission) is rank 0's; every rank fine-tunes."""
+    from .test_glue import make_glue
+
+    glue = make_glue(tmp_path / "glue", n=24, tasks=["RTE", "MNLI"])
+    command = ["eval-glue", "glue_cpu", "--model", str(tiny), "--glue-dir", str(glue), "--tasks", "RTE,MNLI",
+               "train.epochs=1", "train.batch_size=8", "train.precision=fp32"]
+    out = tmp_path / "suite"
+    done = _torchrun(command, out, tmp_path, _subprocess_env(tmp_path / "cache"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    for text in ("GLUE data:", "MNLI seed 0: fine-tuning", "GLUE dev:", "Wrote"):
+        assert done.stdout.count(text) == 1, done.stdout
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["results"]) == {"RTE", "MNLI"} and (out / "submission.zip").exists()
+    assert (out / "MNLI" / "seed0" / "evals" / "mm" / "metrics.json").exists()  # the mismatched dev set, rank 0's
+    assert "2 processes (MULTI_CPU)" in (out / "RTE" / "seed0" / "log.txt").read_text()
