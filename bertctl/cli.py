@@ -41,6 +41,15 @@ class Group(TyperGroup):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:  # Ctrl-C outside the training loop (which saves a checkpoint and says so)
+            if _state["debug"]:
+                raise
+            from rich.console import Console
+
+            Console(stderr=True, highlight=False, soft_wrap=True).print(
+                "[bold red]error:[/] interrupted. Run the command again; a training run continues from its last "
+                "checkpoint with --resume (from the start if it had none)", markup=True)
+            ctx.exit(130)
         except Exception as e:
             error = e if isinstance(e, BertctlError) else _disk_full(e)
             if error is None or _state["debug"]:
