@@ -327,7 +327,8 @@ def evaluate_run(run_dir, overrides: list[str] | None = None, out=None, quiet: b
 
 
 def curves_png(path: Path, series: dict[str, list[dict]], metric: str, title: str) -> Path:
-    """Two panels per epoch: the dev metric and the mean training loss, one line per run."""
+    """Two panels over epochs: the dev metric at each evaluation and the mean training loss
+    since the previous one, one line per run."""
     from bertctl.report import _plt
 
     plt = _plt()
@@ -337,7 +338,7 @@ def curves_png(path: Path, series: dict[str, list[dict]], metric: str, title: st
         left.plot(xs, [e.get(metric, math.nan) for e in epochs], marker="o", label=name)
         right.plot(xs, [e.get("train_loss", math.nan) for e in epochs], marker="o", label=name)
     left.set(xlabel="epoch", ylabel=f"dev {metric}", title=f"dev {metric}")
-    right.set(xlabel="epoch", ylabel="training loss", title="training loss (mean over the epoch)")
+    right.set(xlabel="epoch", ylabel="training loss", title="training loss (mean since the previous dev point)")
     for ax in (left, right):
         ax.grid(alpha=0.3)
         ax.legend()
