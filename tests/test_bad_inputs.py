@@ -8,6 +8,11 @@ returns the argv; `{tiny}` is a 2-layer BERT with MiniLM's tokenizer, `{glue}` a
 GLUE folder. The commands run in-process through typer's CliRunner, as tests/conftest.py's
 `cli` does, so a row costs what the command does before it fails (milliseconds for
 recipe errors, about a second for a damaged checkpoint found on --resume).
+
+Also here: a full disk (simulated with a file-size limit on a real command's process),
+and the security rules through the commands: pickle weights only with allow_pickle=true,
+remote code off by default, no eval/exec/shell/unsafe YAML anywhere in bertctl/, and
+relative recipe paths resolved against the recipe's folder.
 """
 
 from __future__ import annotations

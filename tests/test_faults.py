@@ -1,5 +1,5 @@
-"""Faults through the real commands: `kill -9` at random moments, Ctrl-C, NaN loss, and
-`torchrun` with 2 processes.
+"""Faults through the real commands: `kill -9` at random moments, Ctrl-C (in training and
+before it), NaN loss, and pretrain/finetune/eval-glue under `torchrun` with 2 processes.
 
 kill -9: each trial starts the real CLI in its own process, SIGKILLs it after a seeded
 random delay (during start-up, tokenisation, training, checkpointing or the final save),
