@@ -203,7 +203,7 @@ def main(argv=None) -> int:
                                  for x, y in zip(ours[name]["predictions"][0], theirs[0]))
         rows.append({"task": name, "metric": "/".join(m.label for m in task.metrics),
                      "bertctl": _pm(a), "Trainer": _pm(b), "diff": f"{diff:+.1f}", "noise (2 se)": f"{noise:.1f}",
-                     "same prediction": f"{100 * agree:.0f}%", "verdict": "ok" if ok else "DIFFERENT"})
+                     "same prediction": f"{100 * agree:.1f}%", "verdict": "ok" if ok else "DIFFERENT"})
 
     from bertctl.report import print_table
 
