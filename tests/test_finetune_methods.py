@@ -167,3 +167,13 @@ def test_merge_flag_on_resume_of_a_finished_run(tmp_path, tiny, one_thread):
                      resume=True, quiet=True)
     assert again == pytest.approx(first)
     assert (tmp_path / "m" / "merged" / "model.safetensors").exists()
+
+
+def test_lora_reports_the_new_head_once(tiny):
+    from bertctl.models import resolve
+    from bertctl.tasks.base import get_task
+    from bertctl.tasks.methods import build_model
+
+    r = recipe(tiny, "cls", method="lora")
+    _, info = build_model(r, get_task("cls")(r, ["a", "b"]), resolve(str(tiny)))
+    assert info["new_modules"] == ["classifier"]  # peft must not grow bertctl's own list

@@ -190,7 +190,7 @@ def add_lora(model, recipe, task, new: list[str]):
     config = LoraConfig(task_type=PEFT_TASK_TYPES.get(task.auto_class), r=recipe.lora.r, lora_alpha=recipe.lora.alpha,
                         lora_dropout=recipe.lora.dropout,
                         target_modules=targets[0] if targets == ["all-linear"] else targets,
-                        modules_to_save=new or None)
+                        modules_to_save=list(new) or None)  # a copy: peft appends its own names to it
     try:
         model = get_peft_model(model, config)
     except ValueError as e:  # peft's own target checks
