@@ -137,3 +137,15 @@ def test_lora_and_seeds_on_a_bertctl_run_folder(cli, tmp_path, tiny_model):
     assert (out / "MNLI" / "seed1" / "model" / "adapter_config.json").exists()
     assert not (out / "MNLI" / "seed1" / "checkpoints").exists()  # a finished task keeps model/, not checkpoints
     assert "±" in stdout and "GLUE score (2 tasks)" in stdout
+
+
+def test_qlora_suite_on_the_fixture(cli, tmp_path, tiny_model):
+    """eval-glue with a 4-bit base + LoRA (bitsandbytes on CPU), evaluating after training."""
+    glue = make_glue(tmp_path / "glue", n=16, tasks=["SST-2"])
+    out = tmp_path / "suite"
+    code, stdout, err = cli("eval-glue", "--model", tiny_model, "--glue-dir", glue, "--out", out,
+                            "method=qlora", "lora.target_modules=[query,value]", *FAST)
+    assert code == 0, err
+    results = json.loads((out / "results.json").read_text())
+    assert results["method"] == "qlora" and "SST-2" in results["results"]
+    assert (out / "SST-2" / "seed0" / "model" / "adapter_config.json").exists()
