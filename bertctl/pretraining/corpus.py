@@ -31,7 +31,7 @@ import numpy as np
 
 from bertctl.errors import BertctlError
 
-CACHE_VERSION = 1  # bump when the cache layout or packing changes
+CACHE_VERSION = 2  # bump when the cache layout, packing or tokenizer training changes (2: balanced NSP pairs, deterministic WordPiece)
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)")
 
