@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import List, Optional
 
 from bertctl.commands._common import ARGS, OUT, RESUME, console, split_args, wrote
@@ -14,6 +15,9 @@ def pretrain(args: Optional[List[str]] = ARGS, out: Optional[str] = OUT, resume:
     Examples: `bertctl pretrain pretrain_sop`, `bertctl pretrain train.max_steps=50`,
     `bertctl pretrain data.source=corpus.txt model.layers=4`.
     """
+    # Idle OpenMP threads sleep instead of spinning (only effective before torch is imported):
+    # with other processes on a 2-core box, spinning threads made a training step ~15x slower.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from bertctl.pretraining.config import PretrainRecipe
     from bertctl.recipe import load
     from bertctl.report import print_table
