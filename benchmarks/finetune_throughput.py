@@ -18,6 +18,7 @@ end-of-training checkpoint write). Quality: dev accuracy of each final model.
     python benchmarks/finetune_throughput.py               # 2,000 rows, 1 epoch: a few minutes on 2 cores
     python benchmarks/finetune_throughput.py --quick       # smoke run (256 rows, no pad-128 baseline)
     python benchmarks/finetune_throughput.py --rows 4000 --epochs 2 --batch-size 32
+    python benchmarks/finetune_throughput.py --seeds 3      # accuracy as a mean over 3 seeds per side
 
 Without ../shared/data the rows come from the World generator's sentiment set (noted).
 Ends with one line: RESULT finetune_throughput ratio=<bertctl samples/s / Trainer samples/s> ...
@@ -55,6 +56,9 @@ def parse_args(argv=None):
     p.add_argument("--baseline-precision", default="fp32", choices=["bf16", "fp32"], help="the Trainer's (default fp32)")
     p.add_argument("--no-pad128", action="store_true", help="skip the padding-to-128 baseline")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, default=1,
+                   help="repeat both sides with seeds seed..seed+N-1 and compare mean dev accuracy (one seed of "
+                        "2,000 rows moves dev accuracy by about a point)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--quick", action="store_true", help="smoke run: 256 rows, 128 dev rows, no pad-128 baseline")
     p.add_argument("--json", default=None, help="also write the results here")
@@ -187,36 +191,44 @@ def main(argv=None) -> None:
           f"{pad['grouped']:.1f} in bertctl's length-grouped batches, {args.max_length} with padding to max_length",
           flush=True)
 
-    results = {}
-    t = time.perf_counter()
-    results["trainer"] = run_trainer(args, train, dev, model_path, pad_to=None)
-    print(f"Trainer + DataCollatorWithPadding ({args.baseline_precision}): {results['trainer']['samples_per_s']:.1f} "
-          f"samples/s, dev accuracy {results['trainer']['dev_accuracy']:.4f} ({time.perf_counter() - t:.0f} s)", flush=True)
+    results = {"trainer": [], "bertctl": []}
+    for seed in range(args.seed, args.seed + args.seeds):
+        run_args = argparse.Namespace(**{**vars(args), "seed": seed})
+        t = time.perf_counter()
+        results["trainer"].append(run_trainer(run_args, train, dev, model_path, pad_to=None))
+        print(f"seed {seed}: Trainer + DataCollatorWithPadding ({args.baseline_precision}): "
+              f"{results['trainer'][-1]['samples_per_s']:.1f} samples/s, dev accuracy "
+              f"{results['trainer'][-1]['dev_accuracy']:.4f} ({time.perf_counter() - t:.0f} s)", flush=True)
+        t = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:
+            results["bertctl"].append(run_bertctl(run_args, train, dev, model_path, Path(tmp)))
+        print(f"seed {seed}: bertctl finetune ({args.precision}, length-grouped): "
+              f"{results['bertctl'][-1]['samples_per_s']:.1f} samples/s, dev accuracy "
+              f"{results['bertctl'][-1]['dev_accuracy']:.4f} ({time.perf_counter() - t:.0f} s)", flush=True)
     if not args.no_pad128:
         t = time.perf_counter()
-        results["trainer_pad128"] = run_trainer(args, train, dev, model_path, pad_to=args.max_length)
-        print(f"Trainer + padding to {args.max_length} ({args.baseline_precision}): "
-              f"{results['trainer_pad128']['samples_per_s']:.1f} samples/s, dev accuracy "
-              f"{results['trainer_pad128']['dev_accuracy']:.4f} ({time.perf_counter() - t:.0f} s)", flush=True)
-    t = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        results["bertctl"] = run_bertctl(args, train, dev, model_path, Path(tmp))
-    print(f"bertctl finetune ({args.precision}, length-grouped): {results['bertctl']['samples_per_s']:.1f} samples/s, "
-          f"dev accuracy {results['bertctl']['dev_accuracy']:.4f} ({time.perf_counter() - t:.0f} s)", flush=True)
+        results["trainer_pad128"] = [run_trainer(args, train, dev, model_path, pad_to=args.max_length)]
+        print(f"seed {args.seed}: Trainer + padding to {args.max_length} ({args.baseline_precision}): "
+              f"{results['trainer_pad128'][0]['samples_per_s']:.1f} samples/s, dev accuracy "
+              f"{results['trainer_pad128'][0]['dev_accuracy']:.4f} ({time.perf_counter() - t:.0f} s)", flush=True)
 
-    ratio = results["bertctl"]["samples_per_s"] / results["trainer"]["samples_per_s"]
-    diff = 100 * (results["bertctl"]["dev_accuracy"] - results["trainer"]["dev_accuracy"])
+    def mean(side: str, key: str) -> float:
+        return sum(r[key] for r in results[side]) / len(results[side])
+
+    ratio = mean("bertctl", "samples_per_s") / mean("trainer", "samples_per_s")
+    diff = 100 * (mean("bertctl", "dev_accuracy") - mean("trainer", "dev_accuracy"))
     extra = ""
     if "trainer_pad128" in results:
-        extra = (f" ratio_vs_pad128={results['bertctl']['samples_per_s'] / results['trainer_pad128']['samples_per_s']:.2f}"
-                 f" pad128_samples_per_s={results['trainer_pad128']['samples_per_s']:.1f}"
-                 f" pad128_dev_acc={results['trainer_pad128']['dev_accuracy']:.4f}")
+        extra = (f" ratio_vs_pad128={mean('bertctl', 'samples_per_s') / mean('trainer_pad128', 'samples_per_s'):.2f}"
+                 f" pad128_samples_per_s={mean('trainer_pad128', 'samples_per_s'):.1f}"
+                 f" pad128_dev_acc={mean('trainer_pad128', 'dev_accuracy'):.4f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "padding": pad, **results}, indent=2) + "\n")
-    print(f"RESULT finetune_throughput ratio={ratio:.2f} bertctl_samples_per_s={results['bertctl']['samples_per_s']:.1f} "
-          f"trainer_samples_per_s={results['trainer']['samples_per_s']:.1f} "
-          f"bertctl_dev_acc={results['bertctl']['dev_accuracy']:.4f} trainer_dev_acc={results['trainer']['dev_accuracy']:.4f} "
-          f"acc_diff_points={diff:+.2f}{extra} rows={len(train)} epochs={args.epochs} batch={args.batch_size}")
+    print(f"RESULT finetune_throughput ratio={ratio:.2f} bertctl_samples_per_s={mean('bertctl', 'samples_per_s'):.1f} "
+          f"trainer_samples_per_s={mean('trainer', 'samples_per_s'):.1f} "
+          f"bertctl_dev_acc={mean('bertctl', 'dev_accuracy'):.4f} trainer_dev_acc={mean('trainer', 'dev_accuracy'):.4f} "
+          f"acc_diff_points={diff:+.2f}{extra} seeds={args.seeds} rows={len(train)} epochs={args.epochs} "
+          f"batch={args.batch_size}")
 
 
 if __name__ == "__main__":
