@@ -4,6 +4,7 @@ Commands are thin: parse options, load the recipe, call a plain library function
 Heavy libraries (torch, transformers, peft) are imported inside the command bodies so
 that `bertctl --help` stays fast. Every `BertctlError` becomes one red line and exit
 code 2 here, in one place (`Group.invoke`), so CliRunner tests see the same behaviour.
+Under torchrun/accelerate every rank exits with that code but only rank 0 prints the line.
 """
 
 from __future__ import annotations
@@ -16,8 +17,20 @@ import typer
 from typer.core import TyperGroup
 
 from bertctl.errors import BertctlError
+from bertctl.runs import is_main_process
 
 _state = {"debug": os.environ.get("BERTCTL_DEBUG", "") not in ("", "0")}
+
+
+def _quiet_exit(ctx: click.Context, code: int) -> None:
+    """Exit without a word on ranks other than 0 (rank 0 prints the same error), after a
+    pause: torchrun stops every process as soon as one has failed, and a rank that failed
+    a moment before rank 0 would otherwise get rank 0 killed before it printed anything."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import time
+
+        time.sleep(2.0)
+    ctx.exit(code)
 
 
 def _disk_full(e: Exception) -> BertctlError | None:
@@ -46,6 +59,8 @@ class Group(TyperGroup):
                 raise
             from rich.console import Console
 
+            if not is_main_process():  # under torchrun every rank gets here: one line, from rank 0
+                _quiet_exit(ctx, 130)
             Console(stderr=True, highlight=False, soft_wrap=True).print(
                 "[bold red]error:[/] interrupted. Run the command again; a training run continues from its last "
                 "checkpoint with --resume (from the start if it had none)", markup=True)
@@ -56,6 +71,8 @@ class Group(TyperGroup):
                 raise
             from rich.console import Console
 
+            if not is_main_process():  # under torchrun every rank raises the same error: print it once (rank 0)
+                _quiet_exit(ctx, error.exit_code)
             Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {error.line()}", markup=True)
             ctx.exit(error.exit_code)
 

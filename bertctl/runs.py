@@ -90,12 +90,7 @@ class Run:
         if out is None:
             if resume:
                 raise BertctlError("--resume needs the run folder", fix=f"pass --out runs/{command}-... of the run to continue")
-            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-            out = Path("runs") / f"{command}-{stamp}"
-            n = 1
-            while out.exists():  # two runs in the same second get distinct folders
-                n += 1
-                out = Path("runs") / f"{command}-{stamp}-{n}"
+            out = default_folder(command)
         path = Path(out)
         if resume:
             if not path.is_dir():
@@ -200,6 +195,32 @@ class Run:
             for old in self.checkpoints()[:-keep]:
                 shutil.rmtree(old, ignore_errors=True)
         return final
+
+
+def _new_folder_name(command: str) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path("runs") / f"{command}-{stamp}"
+    n = 1
+    while out.exists():  # two runs in the same second get distinct folders
+        n += 1
+        out = Path("runs") / f"{command}-{stamp}-{n}"
+    return out
+
+
+def default_folder(command: str) -> Path:
+    """runs/<command>-<time>. Under torchrun/accelerate rank 0 picks the name and sends it
+    to the other ranks: each computing its own would give different times (and folders)
+    as soon as the processes start a second apart."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return _new_folder_name(command)
+    from accelerate.utils import broadcast_object_list
+
+    from bertctl.train import process_state
+
+    process_state()  # starts the process group if nothing did yet
+    name = [str(_new_folder_name(command)) if is_main_process() else None]
+    broadcast_object_list(name, from_process=0)
+    return Path(name[0])
 
 
 STARTED = {"recipe.yaml", "log.txt"}  # what a command writes into its folder before any result

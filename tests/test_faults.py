@@ -331,6 +331,41 @@ def test_ctrl_c_saves_a_checkpoint_exits_130_and_prints_a_resume_command_that_fi
 
 
 @pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_resume_matches_uninterrupted(tmp_path):
+    """SIGTERM (what SLURM sends before killing a job) after the first checkpoint: stop at the
+    next step boundary, save, exit 130 with the resume command; --resume ends where an
+    uninterrupted run does."""
+    cache, out = tmp_path / "cache", tmp_path / "run"
+    env = {"BERTCTL_CACHE": str(cache)}
+    command = _with(PRETRAIN, train__max_steps=30, train__save_every=3, train__eval_every=10)
+    proc = Cli([*command, "--out", str(out)], tmp_path, tmp_path / "stopped.log", env)
+    deadline = time.time() + 240
+    while not (out / "checkpoints" / "step-0000003").is_dir():
+        assert proc.proc.exitcode is None and time.time() < deadline, proc.output()[-2000:]
+        time.sleep(0.01)
+    os.kill(proc.proc.pid, signal.SIGTERM)
+    assert proc.wait() == 130, proc.output()[-3000:]
+    errors = [line for line in proc.stderr().splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.output(), proc.output()[-3000:]
+    step = int(re.search(r"interrupted at step (\d+)/30 \(SIGTERM\); checkpoint saved", errors[0]).group(1))
+    assert 3 <= step < 30 and "resume with: bertctl" in errors[0] and errors[0].rstrip().endswith("--resume")
+    from bertctl.runs import Run
+
+    assert Run(out, "x").latest_checkpoint().name == f"step-{step:07d}"  # saved on the way out
+    _checkpoints_are_complete(out)
+    assert not (out / "metrics.json").exists()
+
+    done = Cli([*command, "--out", str(out), "--resume"], tmp_path, tmp_path / "resumed.log", env)
+    assert done.wait() == 0, done.output()[-3000:]
+    assert f"resumed from step-{step:07d}" in (out / "log.txt").read_text()
+    ref = Cli([*command, "--out", str(tmp_path / "reference")], tmp_path, tmp_path / "reference.log", env)
+    assert ref.wait() == 0, ref.output()[-3000:]
+    assert _final(out) == _final(tmp_path / "reference")
+    assert _step_log(out) == _step_log(tmp_path / "reference")
+    assert _same_weights(out, tmp_path / "reference")
+
+
+@pytest.mark.slow
 def test_ctrl_c_before_training_is_one_line_and_resume_starts_over(tmp_path):
     """Ctrl-C while the corpus is being generated/tokenised: nothing to save yet."""
     out = tmp_path / "run"
@@ -449,3 +484,19 @@ def test_eval_glue_under_torchrun_two_processes(tmp_path, tiny):
     assert set(results["results"]) == {"RTE", "MNLI"} and (out / "submission.zip").exists()
     assert (out / "MNLI" / "seed0" / "evals" / "mm" / "metrics.json").exists()  # the mismatched dev set, rank 0's
     assert "2 processes (MULTI_CPU)" in (out / "RTE" / "seed0" / "log.txt").read_text()
+
+
+@pytest.mark.slow
+def test_torchrun_default_run_folder_is_rank_0s_and_an_error_prints_once(tmp_path):
+    """No --out under torchrun, ranks starting 1.5 s apart: every rank gets rank 0's
+    runs/<command>-<time>; an error every rank raises is printed once (rank 0's)."""
+    from .test_distributed import torchrun
+
+    done = torchrun("finetune", "--task", "sentiment", "model.name_or_path=/nonexistent/model",
+                    env=_subprocess_env(tmp_path / "cache"), job=Path(__file__).with_name("cli_job.py"), cwd=tmp_path)
+    assert done.returncode != 0 and "exitcode  : 2" in done.stderr, done.stderr[-3000:]
+    folders = sorted(re.findall(r"rank (\d) run folder: (\S+)", done.stdout))
+    assert [r for r, _ in folders] == ["0", "1"] and folders[0][1] == folders[1][1], done.stdout
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [Path(folders[0][1]).name]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: model path /nonexistent/model does not exist. check the path"], done.stderr[-3000:]

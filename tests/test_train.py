@@ -84,6 +84,27 @@ def test_ctrl_c_saves_checkpoint_and_prints_resume_command(tmp_path):
     assert res.steps == 18
 
 
+def test_stop_flag_sigterm_and_repeated_signals():
+    """SIGTERM asks for a stop like Ctrl-C; copies arriving together (terminal + torchrun,
+    SLURM + torchrun) and further SIGTERMs do not interrupt at once; a second Ctrl-C later does."""
+    from bertctl.train import _StopFlag
+
+    with _StopFlag() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)  # within a second of the first request
+        assert stop.requested and stop.reason == "SIGTERM"
+        stop._at -= 2  # a second later
+        os.kill(os.getpid(), signal.SIGTERM)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+    with _StopFlag() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.requested and stop.reason == "Ctrl-C"
+
+
 def test_half_written_checkpoint_is_ignored(tmp_path):
     run = Run.create(tmp_path / "r", "test")
     fit(_tiny.model(), _tiny.job(), settings(epochs=1), run)

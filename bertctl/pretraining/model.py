@@ -238,13 +238,15 @@ class Pretrainer(nn.Module):
 # ------------------------------------------------------- saving and loading checkpoints
 
 
-def save_pretrained(model: nn.Module, tokenizer, folder: Path) -> None:
-    """The Hugging Face folder: config.json, model.safetensors, tokenizer files."""
+def save_pretrained(model: nn.Module, tokenizer, folder: Path, state_dict: dict | None = None) -> None:
+    """The Hugging Face folder: config.json, model.safetensors, tokenizer files.
+    `state_dict`: the full weights when the model itself holds only a shard (FSDP, DeepSpeed)."""
     from transformers.utils import logging
 
     folder.mkdir(parents=True, exist_ok=True)
     logging.disable_progress_bar()  # a one-file "Writing model shards" bar is noise under our own
-    model.save_pretrained(str(folder), safe_serialization=True)
+    extra = {"state_dict": dict(state_dict)} if state_dict is not None else {}  # a copy: save_pretrained empties it
+    model.save_pretrained(str(folder), safe_serialization=True, **extra)
     tokenizer.save_pretrained(str(folder))
 
 

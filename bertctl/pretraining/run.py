@@ -204,16 +204,19 @@ def _write_recipe(recipe, run, resume: bool) -> None:
     run.write_text("recipe.yaml", text)
 
 
-def _save_final(model, tokenizer, run) -> Path:
-    """model/ in Hugging Face format, renamed into place only once complete."""
+def _save_final(model, tokenizer, run, gathered: dict | None = None) -> Path:
+    """model/ in Hugging Face format, renamed into place only once complete. `gathered`:
+    fit's full state dict of the Pretrainer under FSDP/DeepSpeed ("model." + the Hugging
+    Face model's names; the model's own parameters are only this rank's shard there)."""
     from bertctl.pretraining.model import save_pretrained
 
     final = run.file("model")
     if not run.main:
         return final
+    state = None if gathered is None else {k[len("model."):]: v for k, v in gathered.items() if k.startswith("model.")}
     tmp = run.file(f".model.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    save_pretrained(model, tokenizer, tmp)
+    save_pretrained(model, tokenizer, tmp, state_dict=state)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -278,7 +281,7 @@ def pretrain(recipe, run, resume: bool = False) -> dict:
                "tokens_per_s": round(result.tokens_per_s, 1), "train_seconds": round(result.seconds, 1),
                "parameters": n_params, "train_sequences": len(train), "heldout_sequences": evaluate.n,
                "vocab_size": len(tokenizer), "objective": _describe(obj)}
-    _save_final(model, tokenizer, run)
+    _save_final(model, tokenizer, run, result.state_dict)
     run.write_json("metrics.json", metrics)
     _plot_loss(run)
     run.log(f"finished: {metrics}")

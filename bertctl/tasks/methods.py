@@ -215,10 +215,13 @@ def keep_training_layout(model) -> None:
 # ---------------------------------------------------------------------------- save / load
 
 
-def save_model(model, tokenizer, folder: Path, recipe) -> Path:
-    """model/ in the run folder: a full HF model, or a peft adapter (+ the tokenizer)."""
+def save_model(model, tokenizer, folder: Path, recipe, state_dict: dict | None = None) -> Path:
+    """model/ in the run folder: a full HF model, or a peft adapter (+ the tokenizer).
+    `state_dict`: the full weights when the model itself holds only a shard (FSDP, DeepSpeed;
+    fit's FitResult.state_dict); peft picks the adapter's weights out of it."""
     folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(folder))
+    # a copy: save_pretrained empties the dict it is given
+    model.save_pretrained(str(folder), **({"state_dict": dict(state_dict)} if state_dict is not None else {}))
     tokenizer.save_pretrained(str(folder))
     return folder
 

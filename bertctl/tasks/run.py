@@ -164,7 +164,8 @@ def train_one(recipe: FinetuneRecipe, run: Run, resume: bool, say: Callable[[str
     dev = task.score(splits.dev, state["predictions"])
     dev.pop("train_loss", None)
 
-    model_dir = methods.save_model(model, tokenizer, run.file("model"), recipe) if run.main else run.file("model")
+    model_dir = (methods.save_model(model, tokenizer, run.file("model"), recipe, state_dict=result.state_dict)
+                 if run.main else run.file("model"))
     run.write_json("labels.json", task.labels)
     run.write_text("predictions_dev.jsonl", _jsonl(task.records(splits.dev, state["predictions"])))
     test = None
