@@ -20,7 +20,8 @@ _create = runs.Run.create.__func__
 
 def _reporting_create(cls, *args, **kwargs):
     run = _create(cls, *args, **kwargs)
-    print(f"rank {rank} run folder: {run.path}", flush=True)
+    sys.stdout.flush()  # then one write(2) of a whole line, so the ranks' lines cannot interleave
+    os.write(1, f"rank {rank} run folder: {run.path}\n".encode())
     return run
 
 

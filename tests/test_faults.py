@@ -495,7 +495,7 @@ def test_torchrun_default_run_folder_is_rank_0s_and_an_error_prints_once(tmp_pat
     done = torchrun("finetune", "--task", "sentiment", "model.name_or_path=/nonexistent/model",
                     env=_subprocess_env(tmp_path / "cache"), job=Path(__file__).with_name("cli_job.py"), cwd=tmp_path)
     assert done.returncode != 0 and "exitcode  : 2" in done.stderr, done.stderr[-3000:]
-    folders = sorted(re.findall(r"rank (\d) run folder: (\S+)", done.stdout))
+    folders = sorted(re.findall(r"rank (\d) run folder: (\S+?-\d{8}-\d{6}\S*?)(?=rank|\s|$)", done.stdout))
     assert [r for r, _ in folders] == ["0", "1"] and folders[0][1] == folders[1][1], done.stdout
     assert [p.name for p in (tmp_path / "runs").iterdir()] == [Path(folders[0][1]).name]
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
