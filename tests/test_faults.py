@@ -33,6 +33,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,17 @@ class Cli:
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.join()
         return self.proc.exitcode == -signal.SIGKILL  # else it exited on its own just before
+
+    def signal_when(self, ready: Callable[[], bool], sig: int, timeout: float) -> None:
+        """Send `sig` as soon as `ready()` holds (failing if the process ends first or `timeout` s pass)."""
+        deadline = time.time() + timeout
+        while not ready():
+            assert self.proc.exitcode is None and time.time() < deadline, self.output()[-2000:]
+            time.sleep(0.01)
+        os.kill(self.proc.pid, sig)
+
+    def error_lines(self) -> list[str]:
+        return [line for line in self.stderr().splitlines() if line.startswith("error:")]
 
     @property
     def seconds(self) -> float:
@@ -339,13 +351,9 @@ def test_sigterm_saves_a_checkpoint_and_resume_matches_uninterrupted(tmp_path):
     env = {"BERTCTL_CACHE": str(cache)}
     command = _with(PRETRAIN, train__max_steps=30, train__save_every=3, train__eval_every=10)
     proc = Cli([*command, "--out", str(out)], tmp_path, tmp_path / "stopped.log", env)
-    deadline = time.time() + 240
-    while not (out / "checkpoints" / "step-0000003").is_dir():
-        assert proc.proc.exitcode is None and time.time() < deadline, proc.output()[-2000:]
-        time.sleep(0.01)
-    os.kill(proc.proc.pid, signal.SIGTERM)
+    proc.signal_when((out / "checkpoints" / "step-0000003").is_dir, signal.SIGTERM, 240)
     assert proc.wait() == 130, proc.output()[-3000:]
-    errors = [line for line in proc.stderr().splitlines() if line.startswith("error:")]
+    errors = proc.error_lines()
     assert len(errors) == 1 and "Traceback" not in proc.output(), proc.output()[-3000:]
     step = int(re.search(r"interrupted at step (\d+)/30 \(SIGTERM\); checkpoint saved", errors[0]).group(1))
     assert 3 <= step < 30 and "resume with: bertctl" in errors[0] and errors[0].rstrip().endswith("--resume")
@@ -371,13 +379,9 @@ def test_ctrl_c_before_training_is_one_line_and_resume_starts_over(tmp_path):
     out = tmp_path / "run"
     command = _with(PRETRAIN, data__world__n_docs=4000)
     proc = Cli([*command, "--out", str(out)], tmp_path, tmp_path / "early.log", {"BERTCTL_CACHE": str(tmp_path / "c")})
-    deadline = time.time() + 120
-    while not (out / "recipe.yaml").exists():
-        assert proc.proc.exitcode is None and time.time() < deadline, proc.output()[-2000:]
-        time.sleep(0.01)
-    os.kill(proc.proc.pid, signal.SIGINT)
+    proc.signal_when((out / "recipe.yaml").exists, signal.SIGINT, 120)
     assert proc.wait() == 130, proc.output()[-3000:]
-    errors = [line for line in proc.stderr().splitlines() if line.startswith("error:")]
+    errors = proc.error_lines()
     assert len(errors) == 1 and "Traceback" not in proc.output(), proc.output()[-3000:]
     assert "interrupted. Run the command again" in errors[0] and "--resume" in errors[0]
     assert not (out / "checkpoints").exists()
