@@ -349,12 +349,13 @@ def read_squad(path, *, encoding: str = "utf-8") -> list[dict]:
         )
     out, seen, qid = [], set(), None
     try:
-        for article in data["data"]:
+        for a, article in enumerate(data["data"]):
+            title = str(article.get("title", f"article {a + 1}"))
             for paragraph in article["paragraphs"]:
                 context = paragraph["context"]
                 for qa in paragraph["qas"]:
                     qid = qa.get("id") if isinstance(qa, dict) else None
-                    out.append(_squad_question(path, qa, context, seen))
+                    out.append({**_squad_question(path, qa, context, seen), "title": title})
     except (KeyError, TypeError, AttributeError) as e:
         what = f"missing field {e}" if isinstance(e, KeyError) else "a field of the wrong type"
         where = f" at question {qid}" if qid is not None else ""

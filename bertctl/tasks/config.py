@@ -106,6 +106,8 @@ class DataSettings(Section):
     hf: HfData | None = None
     world: WorldData = WorldData()
     split: float | None = Field(None, gt=0, lt=1, description="keep this share of train for training; the rest is the dev set")
+    split_by: str | None = Field(None, description="data.split keeps rows with the same value of this column "
+                                                 "together (SQuAD files: title = article)")
     seed: int = Field(0, description="seed of data.split")
     max_train_samples: int | None = Field(None, gt=0, description="use the first N training rows")
     max_eval_samples: int | None = Field(None, gt=0, description="use the first N dev/test rows")
@@ -116,6 +118,8 @@ class DataSettings(Section):
             raise ValueError("set data.train (files) or data.hf (a dataset), not both")
         if self.split is not None and self.dev:
             raise ValueError("data.split makes the dev set from train; leave data.dev empty")
+        if self.split_by is not None and self.split is None:
+            raise ValueError("data.split_by only applies with data.split; set data.split (e.g. 0.9) or drop split_by")
         return self
 
     @property

@@ -299,18 +299,31 @@ def check_known_labels(kind: str, rows: list[dict], labels: list[str] | None, so
 # ------------------------------------------------------------------------ splits
 
 
-def split_rows(rows: list[dict], share: float, seed: int) -> tuple[list[dict], list[dict]]:
+def split_rows(rows: list[dict], share: float, seed: int, by: str | None = None) -> tuple[list[dict], list[dict]]:
     """Seeded shuffle, then the first `share` for training, the rest held out (order of
-    each part kept as in the file, so a subsample with max_train_samples is stable)."""
-    order = list(range(len(rows)))
-    random.Random(f"bertctl-split:{seed}").shuffle(order)
-    cut = int(round(share * len(rows)))
-    if cut == 0 or cut == len(rows):
-        raise BertctlError(f"data.split={share} of {len(rows)} rows leaves an empty part",
+    each part kept as in the file, so a subsample with max_train_samples is stable).
+
+    With `by` (a column, e.g. a SQuAD article's "title") rows sharing its value stay on
+    one side and `share` counts groups, not rows: questions about one paragraph in both
+    train and dev would make the dev score a memory test."""
+    if by is not None:
+        missing = next((i for i, r in enumerate(rows, 1) if by not in r), None)
+        if missing is not None:
+            raise BertctlError(f"data.split_by={by}: row {missing} has no column {by!r}; "
+                               f"available: {', '.join(map(repr, rows[0]))}",
+                               fix="set data.split_by to a column every row has (SQuAD files: title), or leave it empty")
+    keys = [str(r[by]) if by is not None else i for i, r in enumerate(rows)]
+    groups = list(dict.fromkeys(keys))  # first-seen order, so the shuffle is reproducible
+    random.Random(f"bertctl-split:{seed}").shuffle(groups)
+    cut = int(round(share * len(groups)))
+    what = f"{len(groups)} groups of {by}" if by is not None else f"{len(rows)} rows"
+    if cut == 0 or cut == len(groups):
+        raise BertctlError(f"data.split={share} of {what} leaves an empty part",
                            fix="use a share strictly between the two, or more rows")
-    keep = sorted(order[:cut])
-    held = sorted(order[cut:])
-    return [rows[i] for i in keep], [rows[i] for i in held]
+    train_groups = set(groups[:cut])
+    keep = [r for r, k in zip(rows, keys) if k in train_groups]
+    held = [r for r, k in zip(rows, keys) if k not in train_groups]
+    return keep, held
 
 
 def load_splits(data: DataSettings, kind: str, need_train: bool = True, task: str | None = None) -> Splits:
@@ -345,9 +358,10 @@ def load_splits(data: DataSettings, kind: str, need_train: bool = True, task: st
     if data.split is not None:
         if raw["train"] is None:
             raise BertctlError("data.split needs data.train", fix="set data.train to the file to split")
-        raw["train"], raw["dev"] = split_rows(raw["train"], data.split, data.seed)
-        names["dev"] = f"{names['train']} (held-out {1 - data.split:.0%}, seed {data.seed})"
-        names["train"] = f"{names['train']} ({data.split:.0%}, seed {data.seed})"
+        raw["train"], raw["dev"] = split_rows(raw["train"], data.split, data.seed, data.split_by)
+        by = f" by {data.split_by}" if data.split_by else ""
+        names["dev"] = f"{names['train']} (held-out {1 - data.split:.0%}{by}, seed {data.seed})"
+        names["train"] = f"{names['train']} ({data.split:.0%}{by}, seed {data.seed})"
         notes.append(f"split {names['train'].split(' (')[0]}: {len(raw['train'])} train / {len(raw['dev'])} dev rows")
     if raw["dev"] is None:
         raise BertctlError("no dev data to evaluate on",
