@@ -151,7 +151,7 @@ def test_qa_model_reloads_with_auto_class_and_gives_the_same_answers(tmp_path, t
     task.observe(dev)
     with inference(model, "fp32"):
         answers = task.predict(model, dev, task.encode(tok, dev, train=False))
-    assert answers == [p["prediction"] for p in _lines(tmp_path / "qa" / "predictions_dev.jsonl")]
+    assert [a["text"] for a in answers] == [p["prediction"] for p in _lines(tmp_path / "qa" / "predictions_dev.jsonl")]
 
 
 def test_compare_init_writes_both_runs_the_plot_and_the_table(tmp_path, tiny, one_thread):

@@ -275,6 +275,7 @@ def test_squad_v1(tmp_path):
             "context": CONTEXT,
             "answers": {"text": ["France", "France"], "answer_start": [24, 24]},
             "is_impossible": False,
+            "title": "Normandy",
         }
     ]
 

@@ -100,12 +100,28 @@ def show(run_path: Path) -> None:
     from bertctl.tasks.run import comparison_rows, results_rows
 
     summary = read_json(run_path / "metrics.json")
-    print_table(f"{summary['task']}: dev", results_rows(summary))
+    if "rows" in summary:  # --eval-only on several files: a row per file
+        show_files(run_path, summary)
+        return
+    print_table(f"{summary['task']}: {summary.get('split', 'dev')}", results_rows(summary))
     line = f"model {summary['model'].split(' (')[0]}"
     if "n_train" in summary:
         line += (f" | {summary['init']} init, {summary['method']} | {summary['n_train']} train / {summary['n_dev']} dev"
                  f" | {summary['train_samples_per_s']} samples/s, {summary['train_seconds']} s")
-    console().print(line)
+    if summary.get("unk_rate"):
+        line += f" | [UNK] {summary['unk_rate']:.1%} of tokens"
+    console().print(line, markup=False)
     if "compare_init" in summary:
         print_table("pretrained vs random init (dev)", comparison_rows(summary))
         console().print(f"curves: {run_path / 'comparison.png'}")
+
+
+def show_files(run_path: Path, summary: dict) -> None:
+    """One row per evaluated file: rows, [UNK] rate, the metrics."""
+    from bertctl.commands._common import console
+    from bertctl.report import print_table
+
+    rows = [{**r, "unk_rate": f"{r['unk_rate']:.1%}" if r.get("unk_rate") is not None else ""}
+            for r in summary["rows"]]
+    print_table(f"{Path(summary['model']).name}: {summary['main_metric']} by file", rows)
+    console().print(f"chart: {run_path / 'scores.png'}", markup=False)

@@ -166,7 +166,7 @@ def finetune_task(task: GlueTask, data: TaskData, files: dict[str, Path], recipe
                 combined.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
                 overrides.append(f"data.test={combined}")
             shutil.rmtree(out, ignore_errors=True)  # a half-written evaluation from an interrupted suite
-            evaluate_run(folder, overrides, out=out)
+            evaluate_run(folder, overrides, out=out, name="dev")
         _sync()
         by_split[name] = read_json(out / "metrics.json")["dev"]
         if k == 0 and extra_tests:

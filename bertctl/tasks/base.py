@@ -178,11 +178,35 @@ class Task:
             out.append(rec)
         return out
 
+    def official_files(self, rows: list[dict], predictions: list) -> dict[str, object]:
+        """Extra prediction files in a format other tools read (QA: SQuAD's predictions.json)."""
+        return {}
+
+    def texts(self, rows: list[dict]) -> list[str]:
+        """The input text of the rows, for the [UNK] rate."""
+        return [" ".join(r["tokens"]) if "tokens" in r else " ".join(str(r[k]) for k in ("text", "text_pair") if k in r)
+                for r in rows]
+
     def describe_labels(self) -> str:
         if not self.labels:
             return ""
         shown = ", ".join(self.labels[:12]) + (" ..." if len(self.labels) > 12 else "")
         return f"{len(self.labels)} labels: {shown}"
+
+
+def unk_rate(tokenizer, texts: list[str]) -> float | None:
+    """Share of the tokens of these texts that are the tokenizer's unknown token: an
+    English vocabulary turns much of a Chinese text into [UNK], which no fine-tuning
+    can read back. None when the tokenizer has no unknown token."""
+    unk = tokenizer.unk_token_id
+    if unk is None or not texts:
+        return None
+    total = hits = 0
+    for lo in range(0, len(texts), 1000):
+        for ids in tokenizer(texts[lo:lo + 1000], add_special_tokens=False)["input_ids"]:
+            total += len(ids)
+            hits += sum(i == unk for i in ids)
+    return hits / total if total else 0.0
 
 
 def has_labels(rows: list[dict]) -> bool:

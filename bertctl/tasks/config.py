@@ -109,6 +109,9 @@ class DataSettings(Section):
     split_by: str | None = Field(None, description="data.split keeps rows with the same value of this column "
                                                  "together (SQuAD files: title = article)")
     seed: int = Field(0, description="seed of data.split")
+    on_bad_rows: Literal["error", "skip"] = Field(
+        "error", description="QA answers not at their answer_start: stop with all of them listed, or skip them "
+                             "(counted in the log and metrics.json)")
     max_train_samples: int | None = Field(None, gt=0, description="use the first N training rows")
     max_eval_samples: int | None = Field(None, gt=0, description="use the first N dev/test rows")
 

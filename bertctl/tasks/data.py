@@ -64,6 +64,7 @@ class Splits:
     names: dict[str, str] = field(default_factory=dict)  # split -> where it came from (for messages)
     notes: list[str] = field(default_factory=list)  # things the user should see (drops, splits)
     labels: list[str] | None = None  # classification / tagging label set (from train)
+    bad_rows: dict[str, int] = field(default_factory=dict)  # split -> rows skipped (data.on_bad_rows=skip)
 
 
 # ------------------------------------------------------------------------ paths
@@ -92,8 +93,9 @@ def resolve_path(path: str, root: Path | None) -> Path:
 # ------------------------------------------------------------------------ reading
 
 
-def read_file(path: Path, kind: str, data: DataSettings) -> list[dict]:
-    """Raw rows of one file, with the reader its format (or extension) calls for."""
+def read_file(path: Path, kind: str, data: DataSettings, dropped: list | None = None) -> list[dict]:
+    """Raw rows of one file, with the reader its format (or extension) calls for
+    (`dropped`: SQuAD questions with misplaced answers are left out and listed there)."""
     fmt = data.format
     suffix = path.suffix.lower()
     if fmt == "auto":
@@ -110,7 +112,7 @@ def read_file(path: Path, kind: str, data: DataSettings) -> list[dict]:
         return readers.read_conllu(path, data.tag_column)
     if fmt == "conll":
         return readers.read_conll(path, *data.conll_columns)
-    return readers.read_squad(path)
+    return readers.read_squad(path, dropped=dropped)
 
 
 def world_rows(kind: str, world, n: int, tags: str = "upos") -> list[dict]:
@@ -332,6 +334,7 @@ def load_splits(data: DataSettings, kind: str, need_train: bool = True, task: st
     columns = data.columns.model_dump()
     notes: list[str] = []
     names: dict[str, str] = {}
+    bad_rows: dict[str, int] = {}
     raw: dict[str, list[dict] | None] = {"train": None, "dev": None, "test": None}
     if data.source == "world":
         from bertctl.data.world import World
@@ -351,7 +354,9 @@ def load_splits(data: DataSettings, kind: str, need_train: bool = True, task: st
             value = getattr(data, split)
             if value:
                 path = resolve_path(value, root)
-                raw[split], names[split] = read_file(path, kind, data), str(path)
+                dropped: list | None = [] if data.on_bad_rows == "skip" else None
+                raw[split], names[split] = read_file(path, kind, data, dropped), str(path)
+                _note_skipped(dropped, split, str(path), bad_rows, notes)
     if raw["train"] is None and need_train:
         raise BertctlError("no training data", fix="set data.train (a file), data.hf, or leave both empty for World data")
 
@@ -381,9 +386,22 @@ def load_splits(data: DataSettings, kind: str, need_train: bool = True, task: st
 
         for split in ("train", "dev", "test"):
             if out[split] is not None and (split != "test" or _has_labels(out[split])):
-                qa.check_answers(out[split], names[split])
+                dropped = [] if data.on_bad_rows == "skip" else None
+                out[split] = qa.check_answers(out[split], names[split], dropped)
+                _note_skipped(dropped, split, names[split], bad_rows, notes)
+                if not out[split]:
+                    raise BertctlError(f"{names[split]}: no question left after skipping misplaced answers",
+                                       fix="fix the answer_start offsets of that file")
     labels = label_set(kind, out["train"], out["dev"], names["dev"]) if out["train"] is not None else None
-    return Splits(out["train"] or [], out["dev"], out["test"], names, notes, labels)
+    return Splits(out["train"] or [], out["dev"], out["test"], names, notes, labels, bad_rows)
+
+
+def _note_skipped(dropped: list | None, split: str, source: str, bad_rows: dict, notes: list[str]) -> None:
+    if dropped:
+        bad_rows[split] = bad_rows.get(split, 0) + len(dropped)
+        shown = ", ".join(map(str, dropped[:5])) + (", ..." if len(dropped) > 5 else "")
+        notes.append(f"skipped {len(dropped)} question(s) of {source} whose answer is not at its answer_start "
+                     f"(data.on_bad_rows=skip): {shown}")
 
 
 def _has_labels(rows: list[dict]) -> bool:

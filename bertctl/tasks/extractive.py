@@ -53,14 +53,21 @@ class QaTask(Task):
         q = self.recipe.qa
         outputs = batched_outputs(model, features, self.collate, self.recipe.eval_batch_size,
                                   names=("start_logits", "end_logits"), per_token=True)
-        answers = qa.decode(rows, features, [o[0] for o in outputs], [o[1] for o in outputs],
-                            q.max_answer_length, q.n_best, bool(self.version_2), q.null_threshold)
-        return [answers[r["id"]] for r in rows]
+        answers = qa.best_answers(rows, features, [o[0] for o in outputs], [o[1] for o in outputs],
+                                  q.max_answer_length, q.n_best, bool(self.version_2), q.null_threshold)
+        return [answers[r["id"]] for r in rows]  # {"text", "start", "end", "score", "null_odds"}
 
     def score(self, rows, predictions):
-        return metrics.squad({r["id"]: p for r, p in zip(rows, predictions)}, rows)
+        return metrics.squad({r["id"]: p["text"] for r, p in zip(rows, predictions)}, rows)
 
     def records(self, rows, predictions):
         return [{"index": i, "id": r["id"], "question": r["question"],
-                 **({"gold": r["answers"]["text"]} if "answers" in r else {}), "prediction": p}
+                 **({"gold": r["answers"]["text"]} if "answers" in r else {}), "prediction": p["text"],
+                 "start": p["start"], "end": p["end"], "score": p["score"]}
                 for i, (r, p) in enumerate(zip(rows, predictions))]
+
+    def official_files(self, rows, predictions):
+        return qa.official_files(rows, predictions, bool(self.version_2))
+
+    def texts(self, rows):
+        return [r["question"] for r in rows] + list(dict.fromkeys(r["context"] for r in rows))

@@ -71,29 +71,36 @@ def _answer_lists(example, qid: str, source: str) -> tuple[list, list]:
     return texts, starts
 
 
-def check_answers(examples, source: str) -> None:
-    """Every answer text must equal context[start:start + len(text)].
+def check_answers(examples, source: str, dropped: list | None = None) -> list:
+    """Every answer text must equal context[start:start + len(text)]; returns the examples.
 
     A misplaced answer_start (often a byte offset instead of a character offset, or an
     offset into a differently cleaned context) would silently train on the wrong span.
+    All such questions are reported at once; with a `dropped` list they are left out
+    instead and their ids appended to it (data.on_bad_rows=skip).
     """
+    from bertctl.data.readers import bad_answers_error, misplaced_answer
+
+    kept, bad = [], []
     for i, ex in enumerate(examples):
         qid = _example_id(ex, i)
         context = ex.get("context", "") if isinstance(ex, dict) else ""
         texts, starts = _answer_lists(ex, qid, source) if isinstance(ex, dict) else ([], [])
-        for text, start in zip(texts, starts):
+        for text in texts:
             if not isinstance(text, str) or not text.strip():
                 raise BertctlError(f"{source}: question {qid} has an empty answer text",
                                    fix="remove it (an unanswerable question has empty answer lists)")
-            if isinstance(start, bool) or not isinstance(start, int) or start < 0 \
-                    or context[start:start + len(text)] != text:
-                found = context.find(text) if isinstance(context, str) else -1
-                where = f" (the text occurs at character {found})" if found >= 0 else ""
-                raise BertctlError(
-                    f"{source}: question {qid}: answer {text!r} is not at answer_start {start!r} "
-                    f"in its context{where}",
-                    fix="fix answer_start (a character offset into the context) or the answer text",
-                )
+        why = next(filter(None, (misplaced_answer(context if isinstance(context, str) else "", t, s)
+                                 for t, s in zip(texts, starts))), None)
+        if why is None:
+            kept.append(ex)
+        else:
+            bad.append((qid, why))
+    if bad and dropped is None:
+        raise bad_answers_error(source, bad)
+    if dropped is not None:
+        dropped.extend(q for q, _ in bad)
+    return kept
 
 
 def _check_tokenizer(tokenizer, max_length: int, doc_stride: int) -> None:
@@ -361,9 +368,12 @@ def decode_nbest(examples, features, start_logits, end_logits, max_answer_length
     return out
 
 
-def decode(examples, features, start_logits, end_logits, max_answer_length: int = 30, n_best: int = 20,
-           version_2: bool = True, null_threshold: float = 0.0) -> dict[str, str]:
-    """Answer text per example id: the best valid span over all windows of the example.
+def best_answers(examples, features, start_logits, end_logits, max_answer_length: int = 30, n_best: int = 20,
+                 version_2: bool = True, null_threshold: float = 0.0) -> dict[str, dict]:
+    """Per example id, the answer with its evidence: {"text", "start", "end" (character
+    offsets into the context; None for no answer), "score" (start + end logit of the best
+    span), "null_odds" (null score - best span score: what SQuAD 2.0's official
+    null_odds.json holds; None without a window)}.
 
     With version_2 (SQuAD 2.0), answer "" when the null score exceeds the best span's
     score + null_threshold; raising the threshold answers more often (tune it on dev).
@@ -373,8 +383,29 @@ def decode(examples, features, start_logits, end_logits, max_answer_length: int 
     out = {}
     for qid, r in nbest.items():
         top = r["candidates"][0] if r["candidates"] else None
+        odds = None if top is None or r["null_score"] is None else r["null_score"] - top["score"]
         if top is None or (version_2 and r["null_score"] > top["score"] + null_threshold):
-            out[qid] = ""
+            out[qid] = {"text": "", "start": None, "end": None, "score": r["null_score"], "null_odds": odds}
         else:
-            out[qid] = top["text"]
+            out[qid] = {**top, "null_odds": odds}
     return out
+
+
+def decode(examples, features, start_logits, end_logits, max_answer_length: int = 30, n_best: int = 20,
+           version_2: bool = True, null_threshold: float = 0.0) -> dict[str, str]:
+    """Answer text per example id: the best valid span over all windows of the example
+    (see `best_answers`)."""
+    answers = best_answers(examples, features, start_logits, end_logits, max_answer_length, n_best,
+                           version_2, null_threshold)
+    return {qid: a["text"] for qid, a in answers.items()}
+
+
+def official_files(rows: list[dict], answers: list[dict], version_2: bool) -> dict[str, dict]:
+    """The files the official SQuAD evaluation scripts read, unchanged:
+    predictions.json = {question id: answer text}, and for SQuAD 2.0 null_odds.json =
+    {question id: null score - best span score} (its --na-prob-file)."""
+    files = {"predictions.json": {r["id"]: a["text"] for r, a in zip(rows, answers)}}
+    if version_2:
+        files["null_odds.json"] = {r["id"]: (a["null_odds"] if a["null_odds"] is not None else 0.0)
+                                   for r, a in zip(rows, answers)}
+    return files

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from contextlib import contextmanager
 from datetime import datetime
@@ -34,7 +35,7 @@ from typing import Callable
 from bertctl.errors import BertctlError
 from bertctl.runs import Run, read_json
 from bertctl.tasks import data as data_mod
-from bertctl.tasks.base import get_task, length_grouped_batches
+from bertctl.tasks.base import get_task, length_grouped_batches, unk_rate
 from bertctl.tasks.config import FinetuneRecipe
 
 RANDOM_DIR = "random-init"
@@ -167,11 +168,11 @@ def train_one(recipe: FinetuneRecipe, run: Run, resume: bool, say: Callable[[str
     model_dir = (methods.save_model(model, tokenizer, run.file("model"), recipe, state_dict=result.state_dict)
                  if run.main else run.file("model"))
     run.write_json("labels.json", task.labels)
-    run.write_text("predictions_dev.jsonl", _jsonl(task.records(splits.dev, state["predictions"])))
+    write_predictions(run, task, "dev", splits.dev, state["predictions"])
     test = None
     if splits.test:
         test_predictions = _predict(model, task, tokenizer, splits.test, s.precision)
-        run.write_text("predictions_test.jsonl", _jsonl(task.records(splits.test, test_predictions)))
+        write_predictions(run, task, "test", splits.test, test_predictions)
         if data_mod._has_labels(splits.test):
             test = task.score(splits.test, test_predictions)
     if recipe.merge and recipe.method != "full" and run.main:
@@ -187,6 +188,7 @@ def train_one(recipe: FinetuneRecipe, run: Run, resume: bool, say: Callable[[str
         "main_metric": task.main_metric, "dev": dev, **({"test": test} if test else {}),
         "labels": task.labels, "n_train": len(splits.train), "n_dev": len(splits.dev),
         "n_test": len(splits.test or []), "data": splits.names, "notes": splits.notes,
+        "bad_rows": splits.bad_rows,
         "epochs": epochs, "steps": result.steps, "train_seconds": round(train_seconds, 2),
         "train_samples_per_s": round(result.samples / train_seconds, 2),
         "train_tokens_per_s": round(result.tokens / train_seconds, 1),
@@ -197,6 +199,18 @@ def train_one(recipe: FinetuneRecipe, run: Run, resume: bool, say: Callable[[str
         curves_png(run.file("curve.png"), {recipe.model.init: epochs}, task.main_metric,
                    f"{recipe.task}: {recipe.model.init} init, {recipe.method}")
     return summary
+
+
+def write_predictions(run: Run, task, split: str, rows: list[dict], predictions: list) -> None:
+    """predictions_<split>.jsonl, plus the task's files in other tools' formats (QA:
+    predictions.json / null_odds.json for the official SQuAD scripts, _<split> suffixed
+    except for dev, the run's own evaluation)."""
+    run.write_text(f"predictions_{split}.jsonl", _jsonl(task.records(rows, predictions)))
+    for name, content in task.official_files(rows, predictions).items():
+        if split != "dev":
+            stem, _, ext = name.rpartition(".")
+            name = f"{stem}_{split}.{ext}"
+        run.write_json(name, content)
 
 
 def _unwrap(model):
@@ -276,52 +290,160 @@ def load_run_recipe(run_dir: Path, overrides: list[str]) -> FinetuneRecipe:
     return validate(FinetuneRecipe, apply_overrides(dumped, overrides), f"{path} (with overrides)", Path.cwd())  # type: ignore[return-value]
 
 
-def evaluate_run(run_dir, overrides: list[str] | None = None, out=None, quiet: bool = False) -> dict:
+def eval_files(overrides: list[str]) -> tuple[list[Path] | None, list[str]]:
+    """Split a multi-file `data.dev` override from the others: a YAML list
+    (data.dev='[a.json, b.json]') or a glob (data.dev='xquad/xquad.*.json') gives the
+    files, sorted; one plain path gives None (the single-file evaluation)."""
+    import glob
+
+    from bertctl.recipe import parse_override
+
+    files, rest = None, []
+    for item in overrides:
+        parts, value = parse_override(item)
+        if parts != ["data", "dev"] or not (isinstance(value, list) or any(c in str(value) for c in "*?[")):
+            rest.append(item)
+            continue
+        if isinstance(value, list):
+            if not value or not all(isinstance(v, str) and v for v in value):
+                raise BertctlError(f"data.dev={value!r}: a list of files must hold file paths",
+                                   fix="e.g. data.dev='[xquad.en.json, xquad.de.json]'")
+            paths = [Path(os.path.expanduser(v)) for v in value]
+        else:
+            paths = [Path(p) for p in sorted(glob.glob(os.path.expanduser(str(value))))]
+            if not paths:
+                raise BertctlError(f"data.dev={value}: no file matches", fix="check the pattern (quote it in the shell)")
+        files = [p if p.is_absolute() else Path.cwd() / p for p in paths]
+    if files is not None:
+        names = [eval_name(f) for f in files]
+        twice = next((n for n in names if names.count(n) > 1), None)
+        if twice:
+            raise BertctlError(f"two evaluation files are both named {twice}",
+                               fix="evaluate files with different names (results are filed under each name)")
+    return files, rest
+
+
+def eval_name(path) -> str:
+    """What an evaluation file's results are called: its name without the extension
+    (xquad.zh.json -> xquad.zh)."""
+    name = Path(str(path)).name
+    for ext in (".jsonl", ".json", ".tsv", ".csv", ".conllu", ".conll", ".txt"):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+class _Evaluator:
+    """A finished run's model, loaded once, scoring one data source after another."""
+
+    def __init__(self, run_dir: Path, overrides: list[str]):
+        from bertctl.models import ModelSource, load_tokenizer
+        from bertctl.tasks import methods
+
+        if not run_dir.exists():
+            raise BertctlError(f"{run_dir} does not exist", fix="pass the --out folder of a finished `bertctl finetune` run")
+        if not (run_dir / "model").is_dir():
+            raise BertctlError(f"{run_dir} has no model/ (the run did not finish)",
+                               fix="pass the folder of a finished `bertctl finetune` run, or --resume it first")
+        self.run_dir = run_dir
+        recipe = load_run_recipe(run_dir, overrides)
+        labels_path = run_dir / "labels.json"
+        self.labels = read_json(labels_path) if labels_path.exists() else None
+        methods.quiet_transformers()
+        self.tokenizer = load_tokenizer(ModelSource(str(run_dir / "model"), "local", str(run_dir / "model")),
+                                        recipe.model.trust_remote_code)
+        self.model = methods.load_trained(run_dir / "model", recipe, self._task(recipe))
+
+    def _task(self, recipe):
+        task = get_task(recipe.kind)(recipe, self.labels)
+        task.setup(self.tokenizer)
+        return task
+
+    def __call__(self, recipe: FinetuneRecipe, run: Run, name: str, say) -> dict:
+        """Score `recipe`'s data; write metrics.json and the predictions (named `name`)
+        into `run`; return the summary."""
+        kind = recipe.kind
+        splits = data_mod.load_splits(recipe.data, kind, need_train=False, task=recipe.task)
+        for note in splits.notes:
+            say(note)
+        data_mod.check_known_labels(kind, splits.dev, self.labels, splits.names["dev"])
+        task = self._task(recipe)
+        task.observe(splits.dev)
+        task.fit_length(self.tokenizer, self.model.config)
+        unk = unk_rate(self.tokenizer, task.texts(splits.dev))
+        say(f"eval-only: {self.run_dir} on {len(splits.dev)} rows of {splits.names['dev']}"
+            + (f" ([UNK] {unk:.1%} of tokens)" if unk else ""))
+        predictions = _predict(self.model, task, self.tokenizer, splits.dev, recipe.train.precision)
+        scores = task.score(splits.dev, predictions)
+        write_predictions(run, task, name, splits.dev, predictions)
+        summary = {"task": recipe.task, "kind": kind, "model": str(self.run_dir), "main_metric": task.main_metric,
+                   "split": name, name: scores, f"n_{name}": len(splits.dev), "unk_rate": unk,
+                   "data": splits.names, "notes": splits.notes, "bad_rows": splits.bad_rows}
+        if splits.test:
+            test_predictions = _predict(self.model, task, self.tokenizer, splits.test, recipe.train.precision)
+            write_predictions(run, task, "test", splits.test, test_predictions)
+            if data_mod._has_labels(splits.test):
+                summary["test"] = task.score(splits.test, test_predictions)
+        run.write_json("metrics.json", summary)
+        return summary
+
+
+def evaluate_run(run_dir, overrides: list[str] | None = None, out=None, quiet: bool = False,
+                 name: str | None = None) -> dict:
     """Evaluate a finished fine-tuning run on its dev data or on other data given as
     data.* overrides (e.g. `data.world.language=xx` for zero-shot on the other
     language, `data.dev=other.tsv`). Writes metrics.json and predictions into `out`
-    (default RUN_DIR/evals/eval-<time>/) and returns the metrics."""
-    from bertctl.models import ModelSource, load_tokenizer
-    from bertctl.tasks import methods
+    (default RUN_DIR/evals/eval-<time>/) and returns the metrics.
 
+    Results are named after the file they score (`data.dev=xquad.zh.json` ->
+    "xquad.zh": predictions_xquad.zh.jsonl, metrics.json["xquad.zh"]); the run's own dev
+    data (no data file given) is "dev". Several files (data.dev as a list or a glob):
+    see `evaluate_files`; this then returns {file name: metrics}."""
+    overrides = list(overrides or [])
+    files, rest = eval_files(overrides)
     run_dir = Path(run_dir)
-    if not (run_dir / "model").is_dir():
-        raise BertctlError(f"{run_dir} has no model/ (the run did not finish)",
-                           fix="pass the folder of a finished `bertctl finetune` run, or --resume it first")
-    recipe = load_run_recipe(run_dir, list(overrides or []))
-    kind = recipe.kind
-    labels_path = run_dir / "labels.json"
-    labels = read_json(labels_path) if labels_path.exists() else None
     if out is None:
         out = run_dir / "evals" / f"eval-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    if files is not None:
+        return evaluate_files(run_dir, files, rest, out, quiet)
+    if name is None:
+        given = [o.split("=", 1)[1] for o in rest if o.split("=", 1)[0].strip() == "data.dev"]
+        name = eval_name(given[-1]) if given and given[-1].strip() else "dev"
+    evaluator = _Evaluator(run_dir, rest)
+    recipe = load_run_recipe(run_dir, rest)
+    run = Run.create(out, "finetune-eval")
+    write_recipe(run, recipe, f"bertctl finetune --eval-only {run_dir}")
+    return evaluator(recipe, run, name, _Say(run, quiet))[name]
+
+
+def evaluate_files(run_dir: Path, files: list[Path], overrides: list[str], out, quiet: bool = False) -> dict:
+    """Score a finished run on several files (zero-shot cross-lingual: one XQuAD file per
+    language): one sub-folder per file (named after it) with its metrics.json and
+    predictions; in `out` a metrics.json with a row per file and scores.png, a bar chart
+    of the main metric by file. Returns {file name: metrics}."""
+    evaluator = _Evaluator(run_dir, [*overrides, f"data.dev={files[0]}"])
     run = Run.create(out, "finetune-eval")
     say = _Say(run, quiet)
-    write_recipe(run, recipe, f"bertctl finetune --eval-only {run_dir}")
-    splits = data_mod.load_splits(recipe.data, kind, need_train=False, task=recipe.task)
-    for note in splits.notes:
-        say(note)
-    data_mod.check_known_labels(kind, splits.dev, labels, splits.names["dev"])
-    say(f"eval-only: {run_dir} on {len(splits.dev)} rows of {splits.names['dev']}")
-    task = get_task(kind)(recipe, labels)
-    methods.quiet_transformers()
-    tokenizer = load_tokenizer(ModelSource(str(run_dir / "model"), "local", str(run_dir / "model")),
-                               recipe.model.trust_remote_code)
-    task.setup(tokenizer)
-    task.observe(splits.dev)
-    model = methods.load_trained(run_dir / "model", recipe, task)
-    task.fit_length(tokenizer, model.config)
-    predictions = _predict(model, task, tokenizer, splits.dev, recipe.train.precision)
-    dev = task.score(splits.dev, predictions)
-    run.write_text("predictions_dev.jsonl", _jsonl(task.records(splits.dev, predictions)))
-    summary = {"task": recipe.task, "kind": kind, "model": str(run_dir), "main_metric": task.main_metric,
-               "dev": dev, "n_dev": len(splits.dev), "data": splits.names, "notes": splits.notes}
-    if splits.test:
-        test_predictions = _predict(model, task, tokenizer, splits.test, recipe.train.precision)
-        run.write_text("predictions_test.jsonl", _jsonl(task.records(splits.test, test_predictions)))
-        if data_mod._has_labels(splits.test):
-            summary["test"] = task.score(splits.test, test_predictions)
-    run.write_json("metrics.json", summary)
-    return dev
+    results, rows = {}, []
+    main_metric = None
+    for path in files:
+        name = eval_name(path)
+        recipe = load_run_recipe(run_dir, [*overrides, f"data.dev={path}"])
+        sub = Run.create(run.path / name, "finetune-eval")
+        write_recipe(sub, recipe, f"bertctl finetune --eval-only {run_dir}")
+        summary = evaluator(recipe, sub, name, say)
+        main_metric = summary["main_metric"]
+        results[name] = summary[name]
+        rows.append({"file": name, "rows": summary[f"n_{name}"], "unk_rate": summary["unk_rate"], **summary[name]})
+    write_recipe(run, load_run_recipe(run_dir, overrides), f"bertctl finetune --eval-only {run_dir} (several files)")
+    run.write_json("metrics.json", {"model": str(run_dir), "main_metric": main_metric, "files": [str(f) for f in files],
+                                    "results": results, "rows": rows})
+    if run.main:
+        from bertctl.report import bar_chart
+
+        bar_chart(run.file("scores.png"), list(results), {main_metric: [r[main_metric] for r in results.values()]},
+                  main_metric, f"{run_dir.name}: {main_metric} by evaluation file")
+    return results
 
 
 # ---------------------------------------------------------------------------- reports
@@ -351,10 +473,11 @@ def curves_png(path: Path, series: dict[str, list[dict]], metric: str, title: st
 
 
 def results_rows(summary: dict) -> list[dict]:
-    """metric | dev | test rows for the final table."""
+    """metric | <split> | test rows for the final table (split: "dev", or the evaluated file's name)."""
     rows = []
-    for name, value in summary["dev"].items():
-        row = {"metric": name, "dev": value}
+    split = summary.get("split", "dev")
+    for name, value in summary[split].items():
+        row = {"metric": name, split: value}
         if "test" in summary:
             row["test"] = summary["test"].get(name)
         rows.append(row)
