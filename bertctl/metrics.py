@@ -33,10 +33,10 @@ def _check_pair(y_true, y_pred, what: str = "labels") -> None:
 def classification(y_true, y_pred, n_classes: int | None = None) -> dict:
     """Accuracy, F1 and Matthews correlation (CoLA's metric).
 
-    F1 is binary with positive label 1 for two-class tasks (the GLUE convention for
-    MRPC/QQP) and macro-averaged over the labels present otherwise. A task is two-class
-    when every label is 0 or 1 (pass n_classes=3 for a three-class task whose sample
-    happens to hold only 0s and 1s).
+    The key says which F1: `f1_binary`, the F1 of the positive class 1 for two-class
+    tasks (GLUE's definition for MRPC/QQP), or `f1_macro`, the mean over the labels
+    present otherwise. A task is two-class when every label is 0 or 1 (pass n_classes=3
+    for a three-class task whose sample happens to hold only 0s and 1s).
     """
     from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
@@ -49,7 +49,7 @@ def classification(y_true, y_pred, n_classes: int | None = None) -> dict:
         f1 = f1_score(y_true, y_pred, average="macro", zero_division=0)
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
-        "f1": float(f1),
+        ("f1_binary" if binary else "f1_macro"): float(f1),
         "mcc": float(matthews_corrcoef(y_true, y_pred)),
     }
 

@@ -40,7 +40,7 @@ def cls_run(tmp_path_factory, tiny):
 def test_run_folder_holds_model_metrics_predictions_and_curve(cls_run):
     path, dev = cls_run
     summary = json.loads((path / "metrics.json").read_text())
-    assert summary["dev"] == dev and set(dev) == {"accuracy", "f1", "mcc"}
+    assert summary["dev"] == dev and set(dev) == {"accuracy", "f1_binary", "mcc"}
     assert summary["labels"] == ["negative", "positive"] and summary["n_train"] == 96
     assert [e["epoch"] for e in summary["epochs"]] == [1.0, 2.0]
     assert all("train_loss" in e and "accuracy" in e for e in summary["epochs"])
@@ -74,7 +74,7 @@ def test_eval_only_on_the_other_world_language(cls_run, one_thread):
     same = evaluate_run(path, [], out=path.parent / "again", quiet=True)
     assert same["accuracy"] == pytest.approx(dev["accuracy"])  # reloaded model, same dev set, same result
     xx = evaluate_run(path, ["data.world.language=xx"], out=path.parent / "xx", quiet=True)
-    assert set(xx) == {"accuracy", "f1", "mcc"}
+    assert set(xx) == {"accuracy", "f1_binary", "mcc"}
     first = _lines(path.parent / "xx" / "predictions_dev.jsonl")[0]["text"]
     assert first not in {p["text"] for p in _lines(path / "predictions_dev.jsonl")}  # really other text
 
@@ -89,7 +89,7 @@ def test_eval_only_on_a_file_with_an_unknown_label(cls_run, tmp_path):
         evaluate_run(path, [f"data.dev={bad}"], out=tmp_path / "e", quiet=True)
     good = tmp_path / "good.jsonl"
     good.write_text('{"text": "Ruth liked the lemon .", "label": "positive"}\n')
-    assert set(evaluate_run(path, [f"data.dev={good}"], out=tmp_path / "g", quiet=True)) == {"accuracy", "f1", "mcc"}
+    assert set(evaluate_run(path, [f"data.dev={good}"], out=tmp_path / "g", quiet=True)) == {"accuracy", "f1_binary", "mcc"}
 
 
 def test_tagging_learns_and_loads_in_a_token_classification_pipeline(tmp_path, tiny, one_thread):
@@ -165,7 +165,7 @@ def test_compare_init_writes_both_runs_the_plot_and_the_table(tmp_path, tiny, on
     assert len(summary["compare_init"]["epochs"]["random"]) == 2
     assert (tmp_path / "cmp" / "comparison.png").stat().st_size > 10_000
     rows = comparison_rows(summary)
-    assert [row["metric"] for row in rows] == ["accuracy", "f1", "mcc"]
+    assert [row["metric"] for row in rows] == ["accuracy", "f1_binary", "mcc"]
     assert rows[0]["difference"] == pytest.approx(rows[0]["pretrained"] - rows[0]["random init"])
 
 

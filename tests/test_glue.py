@@ -172,8 +172,8 @@ def test_human_baseline_scores_87_1_by_the_official_rules():
 
 
 def test_seeds_give_mean_and_sample_std():
-    agg = score.aggregate(TASKS["MRPC"], [{"f1": 80.0, "accuracy": 70.0}, {"f1": 90.0, "accuracy": 80.0}])
-    assert agg["score"] == pytest.approx(80.0) and agg["metrics"]["f1"] == pytest.approx(85.0)
+    agg = score.aggregate(TASKS["MRPC"], [{"f1_binary": 80.0, "accuracy": 70.0}, {"f1_binary": 90.0, "accuracy": 80.0}])
+    assert agg["score"] == pytest.approx(80.0) and agg["metrics"]["f1_binary"] == pytest.approx(85.0)
     assert agg["score_std"] == pytest.approx(7.0710678) and agg["n_seeds"] == 2
     rows, summary = score.result_rows({"MRPC": agg})
     assert rows[0]["score"] == "80.0 ± 7.1" and rows[0]["model"] == "85.0/75.0 ± 7.1/7.1"
@@ -189,7 +189,7 @@ def test_full_table_shows_human_row_score_87_1():
     assert last["score"] == "87.1" and last["human"] == "87.1" and last["bert_base"] == "78.9"
     md = score.markdown(rows, "t")
     assert "| MNLI | m/mm | 92.0/92.8 | 92.4 |" in md
-    assert "QQP,f1,59.5000" in score.csv_text(results)
+    assert "QQP,f1_binary,59.5000" in score.csv_text(results)
 
 
 # ------------------------------------------------------------------------ reading

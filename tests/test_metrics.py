@@ -28,7 +28,7 @@ def test_binary_classification_by_hand():
     # TP=2 FN=1 FP=0 TN=1
     result = plain(m.classification([1, 0, 1, 1], [1, 0, 0, 1]))
     assert result["accuracy"] == pytest.approx(3 / 4)
-    assert result["f1"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 0))  # 2TP / (2TP + FP + FN) = 0.8
+    assert result["f1_binary"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 0))  # 2TP / (2TP + FP + FN) = 0.8
     # (TP*TN - FP*FN) / sqrt((TP+FP)(TP+FN)(TN+FP)(TN+FN)) = 2 / sqrt(2*3*1*2)
     assert result["mcc"] == pytest.approx(2 / math.sqrt(12))
 
@@ -37,7 +37,7 @@ def test_multiclass_classification_by_hand():
     result = plain(m.classification([0, 1, 2, 2], [0, 2, 2, 2]))
     assert result["accuracy"] == pytest.approx(3 / 4)
     # per-class F1: class 0 = 1, class 1 = 0, class 2: P=2/3 R=1 -> 0.8; macro = 1.8 / 3
-    assert result["f1"] == pytest.approx(0.6)
+    assert result["f1_macro"] == pytest.approx(0.6)
     # Gorodkin's R_K: correct c=3, n=4, predicted counts p=(1,0,3), true counts t=(1,1,2)
     # (c*n - sum p*t) / sqrt((n^2 - sum p^2)(n^2 - sum t^2)) = (12 - 7) / sqrt(6 * 10)
     assert result["mcc"] == pytest.approx(5 / math.sqrt(60))
@@ -45,15 +45,15 @@ def test_multiclass_classification_by_hand():
 
 def test_n_classes_forces_macro():
     y_true, y_pred = [0, 1, 1, 0], [0, 1, 0, 0]
-    assert m.classification(y_true, y_pred)["f1"] == pytest.approx(2 / 3)  # binary: P=1, R=1/2
+    assert m.classification(y_true, y_pred)["f1_binary"] == pytest.approx(2 / 3)  # binary: P=1, R=1/2
     # macro: class 0 P=2/3 R=1 -> 0.8; class 1 -> 2/3
-    assert m.classification(y_true, y_pred, n_classes=3)["f1"] == pytest.approx((0.8 + 2 / 3) / 2)
+    assert m.classification(y_true, y_pred, n_classes=3)["f1_macro"] == pytest.approx((0.8 + 2 / 3) / 2)
 
 
 def test_classification_degenerate_inputs():
     result = plain(m.classification([1, 1, 0], [1, 1, 1]))  # constant prediction: MCC undefined -> 0
     assert result["mcc"] == 0.0
-    assert m.classification(["a", "b", "a"], ["a", "b", "b"])["f1"] == pytest.approx((2 / 3 + 2 / 3) / 2)
+    assert m.classification(["a", "b", "a"], ["a", "b", "b"])["f1_macro"] == pytest.approx((2 / 3 + 2 / 3) / 2)
     with pytest.raises(BertctlError, match="2 predictions for 3 labels"):
         m.classification([0, 1, 1], [0, 1])
     with pytest.raises(BertctlError, match="no labels"):

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 class Metric:
     """One official number of a task: `key` names it in result dicts."""
 
-    key: str      # "mcc", "f1", "accuracy", "pearson", "m_accuracy", ...
+    key: str      # "mcc", "f1_binary", "accuracy", "pearson", "m_accuracy", ...
     label: str    # how the table heads it: "MCC", "F1", "Acc", "m", ...
     split: str    # which evaluation split it is measured on (an `Eval.name`)
-    measure: str  # the key in bertctl.metrics' output: accuracy|f1|mcc|pearson|spearman
+    measure: str  # the key in bertctl.metrics' output: accuracy|f1_binary|mcc|pearson|spearman
 
 
 @dataclass(frozen=True)
@@ -94,12 +94,12 @@ TASKS: dict[str, GlueTask] = {t.name: t for t in (
     GlueTask("SST-2", ("sentence",), "label", BINARY, _one((("accuracy", "Acc"),)),
              _dev("sst2"), _test("SST-2", "sst2"), "sst2/train", ("sentence",)),
     # MRPC: train/dev name their columns "Quality", "#1 String", ...; strings hold bare quotes
-    GlueTask("MRPC", ("#1 String", "#2 String"), "Quality", BINARY, _one((("f1", "F1"), ("accuracy", "Acc"))),
+    GlueTask("MRPC", ("#1 String", "#2 String"), "Quality", BINARY, _one((("f1_binary", "F1"), ("accuracy", "Acc"))),
              _dev("mrpc"), _test("MRPC", "mrpc"), "mrpc/train", ("sentence1", "sentence2")),
     GlueTask("STS-B", ("sentence1", "sentence2"), "score", None,
              _one((("pearson", "Pearson"), ("spearman", "Spearman"))),
              _dev("stsb"), _test("STS-B", "stsb"), "stsb/train", ("sentence1", "sentence2")),
-    GlueTask("QQP", ("question1", "question2"), "is_duplicate", BINARY, _one((("f1", "F1"), ("accuracy", "Acc"))),
+    GlueTask("QQP", ("question1", "question2"), "is_duplicate", BINARY, _one((("f1_binary", "F1"), ("accuracy", "Acc"))),
              _dev("qqp"), _test("QQP", "qqp", index="id"), "qqp/train", ("question1", "question2"), lenient=True),
     GlueTask("MNLI", ("sentence1", "sentence2"), "gold_label", NLI3,
              (Metric("m_accuracy", "m", "m", "accuracy"), Metric("mm_accuracy", "mm", "mm", "accuracy")),
@@ -146,9 +146,9 @@ def task_names(selection: list[str] | None) -> list[str]:
 HUMAN = {
     "CoLA": {"mcc": 66.4},
     "SST-2": {"accuracy": 97.8},
-    "MRPC": {"f1": 86.3, "accuracy": 80.8},
+    "MRPC": {"f1_binary": 86.3, "accuracy": 80.8},
     "STS-B": {"pearson": 92.7, "spearman": 92.6},
-    "QQP": {"f1": 59.5, "accuracy": 80.4},
+    "QQP": {"f1_binary": 59.5, "accuracy": 80.4},
     "MNLI": {"m_accuracy": 92.0, "mm_accuracy": 92.8},
     "QNLI": {"accuracy": 91.2},
     "RTE": {"accuracy": 93.6},
@@ -158,9 +158,9 @@ HUMAN = {
 BERT_BASE = {
     "CoLA": {"mcc": 56.5},
     "SST-2": {"accuracy": 92.3},
-    "MRPC": {"f1": 88.9, "accuracy": 84.1},
+    "MRPC": {"f1_binary": 88.9, "accuracy": 84.1},
     "STS-B": {"pearson": 88.6, "spearman": 88.5},
-    "QQP": {"f1": 87.5, "accuracy": 90.7},  # run_glue reports QQP as acc/F1 = 90.7/87.5
+    "QQP": {"f1_binary": 87.5, "accuracy": 90.7},  # run_glue reports QQP as acc/F1 = 90.7/87.5
     "MNLI": {"m_accuracy": 83.9, "mm_accuracy": 84.1},
     "QNLI": {"accuracy": 90.7},
     "RTE": {"accuracy": 65.7},
