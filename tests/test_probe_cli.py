@@ -161,3 +161,28 @@ def test_chinese_recipe_end_to_end_on_a_tiny_chinese_model(tmp_path):
     assert [s["sub_tokens"] for s in res["sentences"]] == [2] * 10
     assert not any(s["unknown_token"] for s in res["sentences"]) and "warning" not in res
     assert res["word"] == "苹果" and (out / "similarity.png").exists()
+
+
+def test_align_on_real_languages_with_a_word_pair_file(tmp_path):
+    """The path for a multilingual hub model (probe_align_zh: an en-zh word list, isolated
+    vectors), run offline on the embedded minilm; then contextual vectors from sentence
+    files, with Chinese words found inside sentences that have no spaces."""
+    out = tmp_path / "zh"
+    code, stdout, stderr = invoke("probe", "align", "probe_align_zh", "--model", "minilm", "--out", out,
+                                  "random_control=false")
+    assert code == 0, stdout + stderr
+    res = read(out, "align.json")
+    assert res["language_b"] == "zh" and res["pairs_used"] >= 60 and res["lexicon"].endswith("en-zh.tsv")
+    assert "Translation zh -> en" in stdout
+    (tmp_path / "en.txt").write_text("the river is long .\nthe mountain is high .\nthe river and the mountain .\n")
+    (tmp_path / "zh.txt").write_text("这条河很长。\n这座山很高。\n河和山。\n")
+    (tmp_path / "pairs.tsv").write_text("river\t河\nmountain\t山\n")
+    out = tmp_path / "ctx"
+    code, stdout, stderr = invoke("probe", "align", "probe_align_zh", "--model", "minilm", "--out", out,
+                                  f"align.lexicon={tmp_path / 'pairs.tsv'}", "align.vectors=contextual",
+                                  f"align.corpus_a={tmp_path / 'en.txt'}", f"align.corpus_b={tmp_path / 'zh.txt'}")
+    assert code == 0, stdout + stderr
+    res = read(out, "align.json")
+    assert res["pairs_used"] == 2 and res["mean_occurrences_b"] == 2.0  # 河 and 山 twice each, inside sentences
+    code, _, stderr = invoke("probe", "align", "probe_align_zh", "--model", "minilm", "align.vectors=contextual")
+    assert code == 2 and "align.corpus_b is empty" in stderr

@@ -19,6 +19,7 @@ finetune command's job: see the recipe probe_align.yaml.)
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,8 @@ import numpy as np
 from bertctl.errors import BertctlError
 from bertctl.probe.features import Encoder, resolve_layer, span_features, word_spans
 
+
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 # ---------------------------------------------------------------------- translation
 
@@ -111,8 +114,12 @@ def world_sentences(language: str, n: int, seed: int) -> list[str]:
 def contextual_vectors(enc: Encoder, sentences: list[str], words: list[str], max_occurrences: int, batch_size: int,
                        max_length: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray, np.ndarray, dict]:
     """Per word (lower-cased match): mean contextual [L+1, H] and static [H] over its first
-    `max_occurrences` occurrences; plus the language means over *all* word occurrences."""
-    spans = [word_spans(s) for s in sentences]
+    `max_occurrences` occurrences; plus the language means over *all* word occurrences.
+
+    Words are found between spaces; a listed word with CJK characters (Chinese has no
+    spaces) is also found wherever it occurs inside a sentence."""
+    cjk = sorted({w for w in words if _CJK.search(w)}, key=len, reverse=True)
+    spans = [word_spans(s) + [(w, m.span()) for w in cjk for m in re.finditer(re.escape(w), s)] for s in sentences]
     feats = span_features(enc, sentences, [[sp for _, sp in ws] for ws in spans], "mean", batch_size, max_length)
     keys = [w.lower() for ws in spans for w, _ in ws]
     ok = feats.found
@@ -258,6 +265,11 @@ def lexicon_and_sentences(block) -> tuple[list[tuple[str, str]], list[str] | Non
         origin = "World.bilingual_lexicon()"
     if block.vectors == "isolated":
         return lexicon, None, None, origin
+    for side, language, corpus in (("a", block.language_a, block.corpus_a), ("b", block.language_b, block.corpus_b)):
+        if not corpus and language not in ("en", "xx"):
+            raise BertctlError(f"align.corpus_{side} is empty: World sentences exist only in en and xx, not {language}",
+                               fix=f"set align.corpus_{side} to sentences of {language} (one per line), "
+                                   "or use align.vectors=isolated")
     sa = read_sentences(block.corpus_a, block.n_sentences) if block.corpus_a else \
         world_sentences(block.language_a, block.n_sentences, block.world_seed)
     sb = read_sentences(block.corpus_b, block.n_sentences) if block.corpus_b else \

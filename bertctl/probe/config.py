@@ -99,8 +99,8 @@ class AlignBlock(Section):
     """Translation by nearest neighbour between two languages, with and without the mean shift."""
 
     lexicon: OptionalPath = Field(None, description="TSV 'word_a<TAB>word_b' per line; default: World.bilingual_lexicon()")
-    language_a: Literal["en", "xx"] = "en"
-    language_b: Literal["en", "xx"] = "xx"
+    language_a: str = Field("en", min_length=1, description="a name for language A (World data: en or xx)")
+    language_b: str = Field("xx", min_length=1, description="a name for language B (World data: en or xx)")
     corpus_a: OptionalPath = Field(None, description="sentences of language A, one per line (default: World documents)")
     corpus_b: OptionalPath = None
     vectors: Literal["contextual", "isolated", "static"] = Field(
