@@ -95,11 +95,12 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show full traceback
 
 
 def _register() -> None:
-    from bertctl.commands import eval_glue, finetune, pretrain, probe, prompt, recipes
+    from bertctl.commands import eval_glue, finetune, predict, pretrain, probe, prompt, recipes
 
     app.command("pretrain", no_args_is_help=False)(pretrain.pretrain)
     app.command("finetune")(finetune.finetune)
     app.command("eval-glue")(eval_glue.eval_glue)
+    app.command("predict")(predict.predict)
     app.add_typer(probe.app, name="probe")
     app.command("prompt")(prompt.prompt)
     app.add_typer(recipes.app, name="recipes")
