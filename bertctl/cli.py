@@ -95,7 +95,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show full traceback
 
 
 def _register() -> None:
-    from bertctl.commands import eval_glue, finetune, predict, pretrain, probe, prompt, recipes
+    from bertctl.commands import eval_glue, finetune, predict, pretrain, probe, prompt, recipes, runs
 
     app.command("pretrain", no_args_is_help=False)(pretrain.pretrain)
     app.command("finetune")(finetune.finetune)
@@ -104,6 +104,7 @@ def _register() -> None:
     app.add_typer(probe.app, name="probe")
     app.command("prompt")(prompt.prompt)
     app.add_typer(recipes.app, name="recipes")
+    app.add_typer(runs.app, name="runs")
 
 
 _register()
