@@ -106,7 +106,7 @@ def key_metric(metrics: dict) -> tuple[str, float] | None:
     dev = metrics.get("dev")
     if isinstance(dev, dict) and metrics.get("main_metric") in dev:
         return f"dev {metrics['main_metric']}", dev[metrics["main_metric"]]
-    for name in ("glue_score", "mlm_accuracy", "perplexity", "lm_accuracy", "accuracy"):
+    for name in ("glue_score", "mlm_accuracy", "perplexity", "lm_accuracy", "best_accuracy", "accuracy"):
         if _number(metrics.get(name)):
             return name, metrics[name]
     flat = flatten(metrics)
