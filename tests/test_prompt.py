@@ -344,6 +344,7 @@ def test_cli_sweep_writes_predictions_table_and_plot(cli, bpe, tmp_path):
     assert first["prompt"].startswith("Classify the sentiment")
     assert all(len(p["demos"]) == p["shots"] for p in preds)
     assert not (out / "results.json").exists()  # one name for every command's results: metrics.json
+    assert (out / "recipe.yaml").is_file() and (out / "log.txt").is_file()
     results = json.loads((out / "metrics.json").read_text())
     assert results["best_accuracy"] == max(r["accuracy"] for r in results["rows"])
     assert [(r["model"], r["shots"]) for r in results["rows"]] == [(m, k) for m in ("tiny", "tiny-gpt2")

@@ -81,6 +81,12 @@ def test_list_shows_every_run_with_status_metric_and_steps(cli, runs_dir):
         assert word in out
 
 
+def test_every_training_run_folder_has_the_core_files(runs_dir):
+    for name in ("finetune-20250101-000000", "pretrain-20250103-000000"):
+        for core in ("recipe.yaml", "metrics.json", "metrics.jsonl", "log.txt", "model/README.md"):
+            assert (runs_dir / name / core).is_file(), (name, core)
+
+
 def test_show_prints_recipe_metrics_and_files(cli, runs_dir):
     code, out, err = cli("runs", "show", runs_dir / "finetune-20250101-000000")
     assert code == 0, err
