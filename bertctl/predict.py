@@ -300,8 +300,8 @@ def _iter_rows(path, kind: str, columns: dict, fmt: str, stdin) -> Iterator[dict
             if mapping is None:
                 mapping = column_map(kind, columns, list(row), source)
             out = {role: row.get(col) for role, col in mapping.items()}
-            if kind == "tag" and isinstance(out["tokens"], str):
-                out["tokens"] = out["tokens"].split()
+            if kind == "tag" and not isinstance(out["tokens"], list):
+                out["tokens"] = str(out["tokens"] or "").split()
             if kind in ("cls", "dna", "nli", "regression"):
                 out = {k: "" if v is None else str(v) for k, v in out.items()}
             yield out
