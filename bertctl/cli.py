@@ -51,6 +51,12 @@ def _disk_full(e: Exception) -> BertctlError | None:
 
 
 class Group(TyperGroup):
+    def main(self, args=None, *a, **k):
+        from bertctl.provenance import record
+
+        record(sys.argv[1:] if args is None else list(args))  # model cards quote the exact command
+        return super().main(args, *a, **k)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
@@ -95,14 +101,17 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show full traceback
 
 
 def _register() -> None:
-    from bertctl.commands import eval_glue, finetune, pretrain, probe, prompt, recipes
+    from bertctl.commands import eval_glue, finetune, predict, pretrain, probe, prompt, push, recipes, runs
 
     app.command("pretrain", no_args_is_help=False)(pretrain.pretrain)
     app.command("finetune")(finetune.finetune)
     app.command("eval-glue")(eval_glue.eval_glue)
+    app.command("predict")(predict.predict)
+    app.command("push")(push.push)
     app.add_typer(probe.app, name="probe")
     app.command("prompt")(prompt.prompt)
     app.add_typer(recipes.app, name="recipes")
+    app.add_typer(runs.app, name="runs")
 
 
 _register()

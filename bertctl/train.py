@@ -103,7 +103,7 @@ def process_state():
     return PartialState(cpu=many and not torch.cuda.is_available())
 
 
-def make_accelerator(precision: str):
+def make_accelerator(precision: str, **extra):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
@@ -114,7 +114,7 @@ def make_accelerator(precision: str):
     state = process_state()
     # fp16 needs a grad scaler (accelerate's); bf16 and fp32 are plain autocast / no-ops.
     return Accelerator(mixed_precision="no" if precision == "fp32" else precision, split_batches=False,
-                       cpu=state.device.type == "cpu" and state.num_processes > 1)
+                       cpu=state.device.type == "cpu" and state.num_processes > 1, **extra)  # extra: trackers
 
 
 def make_optimizer(model: torch.nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
@@ -483,8 +483,12 @@ def _to(batch: dict, device) -> dict:
 
 def fit(model: torch.nn.Module, job: Job, s: TrainSettings, run: Run, resume: bool = False,
         describe: str = "training") -> FitResult:
+    from bertctl import tracking
+
+    tracking.check_installed(s.report_to)
     torch.manual_seed(s.seed)
-    acc = make_accelerator(s.precision)
+    acc = make_accelerator(s.precision, **tracking.accelerator_kwargs(s.report_to, run))
+    trackers = tracking.Trackers(acc, s.report_to, run)
     rank, world = acc.process_index, acc.num_processes
     if s.batch_size % world:
         raise BertctlError(f"train.batch_size={s.batch_size} does not split over {world} processes",
@@ -536,6 +540,7 @@ def fit(model: torch.nn.Module, job: Job, s: TrainSettings, run: Run, resume: bo
         row = {"step": step, "epoch": epoch, **{f"eval_{k}": v for k, v in metrics.items()}}
         evals.append(row)
         run.log_metrics(row)
+        trackers.log(row, "eval")
         return metrics
 
     def checkpoint(epoch: int, batch: int) -> None:
@@ -547,7 +552,7 @@ def fit(model: torch.nn.Module, job: Job, s: TrainSettings, run: Run, resume: bo
     seen_tokens = seen_samples = 0
     t0 = time.perf_counter()
     model.train()
-    with _StopFlag() as stop, progress:
+    with _StopFlag() as stop, progress, trackers:
         for epoch in range(start_epoch, n_epochs):
             plan = job.batches(epoch)
             usable = len(plan) // s.grad_accum * s.grad_accum
@@ -599,7 +604,8 @@ def fit(model: torch.nn.Module, job: Job, s: TrainSettings, run: Run, resume: bo
                            "lr": scheduler.get_last_lr()[0], "tokens_per_s": round(seen_tokens * world / max(now - t0, 1e-9), 1),
                            **{k: round(v, 5) for k, v in extras.items()}}
                     run.log_metrics(row)
-                    progress.update(step, row["loss"])
+                    trackers.log(row, "train")
+                    progress.update(step, row)
                 epoch_done = b >= usable
                 if (s.eval_every and step % s.eval_every == 0) or (not s.eval_every and epoch_done) or step == total:
                     evaluate(epoch)
@@ -639,10 +645,15 @@ class _nullcontext:
 
 
 class _progress:
-    """A rich progress bar with ETA on the main process; silent elsewhere."""
+    """A rich progress bar with ETA on the main process; silent elsewhere. When stdout is
+    not a terminal (a batch job's log), one line per logging step instead (tracking.Lines)."""
 
     def __init__(self, enabled: bool, describe: str, total: int, start: int):
-        self.enabled, self.total, self.start, self.describe = enabled, total, start, describe
+        from bertctl.tracking import Lines, wants_lines
+
+        self.lines = Lines(describe, total, start) if enabled and wants_lines() else None
+        self.enabled = enabled and self.lines is None
+        self.total, self.start, self.describe = total, start, describe
 
     def __enter__(self):
         if self.enabled:
@@ -654,9 +665,11 @@ class _progress:
             self.task = self.bar.add_task(self.describe, total=self.total, completed=self.start, loss="-")
         return self
 
-    def update(self, step: int, loss: float) -> None:
-        if self.enabled:
-            self.bar.update(self.task, completed=step, loss=f"{loss:.4f}")
+    def update(self, step: int, row: dict) -> None:
+        if self.lines is not None:
+            self.lines.update(step, row)
+        elif self.enabled:
+            self.bar.update(self.task, completed=step, loss=f"{row['loss']:.4f}")
 
     def __exit__(self, *exc):
         if self.enabled:

@@ -343,7 +343,10 @@ def test_cli_sweep_writes_predictions_table_and_plot(cli, bpe, tmp_path):
     assert set(first["scores"]) == {"positive", "negative"} and first["prediction"] in first["scores"]
     assert first["prompt"].startswith("Classify the sentiment")
     assert all(len(p["demos"]) == p["shots"] for p in preds)
-    results = json.loads((out / "results.json").read_text())
+    assert not (out / "results.json").exists()  # one name for every command's results: metrics.json
+    assert (out / "recipe.yaml").is_file() and (out / "log.txt").is_file()
+    results = json.loads((out / "metrics.json").read_text())
+    assert results["best_accuracy"] == max(r["accuracy"] for r in results["rows"])
     assert [(r["model"], r["shots"]) for r in results["rows"]] == [(m, k) for m in ("tiny", "tiny-gpt2")
                                                                    for k in (0, 1, 3)]
     for row in results["rows"]:
@@ -381,7 +384,7 @@ def test_pretrain_run_folder_with_wordpiece(cli, tmp_path):
     code, stdout, stderr = cli("prompt", "--shots", "2", "--model", tmp_path / "pretrain-x", "--out", out,
                                "data.limit=4", "data.pool_size=8")
     assert code == 0, stderr + stdout
-    results = json.loads((out / "results.json").read_text())
+    results = json.loads((out / "metrics.json").read_text())
     assert results["rows"][0]["model"] == "pretrain-x" and results["rows"][0]["n"] == 4
 
 

@@ -21,6 +21,8 @@ EVAL_ONLY = typer.Option(None, "--eval-only", metavar="RUN_DIR", show_default=Fa
                          help="Evaluate a finished finetune run instead of training; data.* overrides pick the "
                               "data (e.g. data.dev=file.tsv, data.world.language=xx).")
 MERGE = typer.Option(False, "--merge", help="LoRA/QLoRA: also write merged/, the adapter folded into the base model.")
+PUSH = typer.Option(None, "--push-to-hub", metavar="REPO", show_default=False,
+                    help="After training, upload model/ with its model card to this Hub repository.")
 COMPARE = typer.Option(False, "--compare-init",
                        help="Also train from random weights; write comparison.png and a side-by-side table.")
 
@@ -44,6 +46,7 @@ def finetune(
     eval_only: Optional[Path] = EVAL_ONLY,
     merge: bool = MERGE,
     compare_init: bool = COMPARE,
+    push_to_hub: Optional[str] = PUSH,
 ) -> None:
     """Fine-tune a pretrained encoder (a bertctl pretrain run, a local HF folder, a hub id) and report dev metrics."""
     recipe_name, overrides = split_args(args)
@@ -64,11 +67,20 @@ def finetune(
     if compare_init:
         overrides.append("compare_init=true")
     recipe, _ = load(FinetuneRecipe, recipe_name, overrides, default_recipe(task))
+    if push_to_hub:
+        from bertctl.hub import check_online
+
+        check_online()  # before training, not after
     run = Run.create(out, "finetune", resume)
     run_finetune(recipe, run, resume)
     if run.main:  # under torchrun/accelerate only rank 0 prints (and only it wrote metrics.json)
         show(run.path)
         wrote(run.path)
+        if push_to_hub:
+            from bertctl.commands._common import console
+            from bertctl.hub import push
+
+            console().print(f"[bold green]Pushed[/] {run.path / 'model'} to {push(run.path, push_to_hub)}")
 
 
 def _eval_only(run_dir: Path, recipe_name, overrides, out, task, resume, merge, compare_init) -> None:

@@ -283,6 +283,9 @@ def pretrain(recipe, run, resume: bool = False) -> dict:
                "vocab_size": len(tokenizer), "objective": _describe(obj)}
     _save_final(model, tokenizer, run, result.state_dict)
     run.write_json("metrics.json", metrics)
+    from bertctl.modelcard import pretrain_card
+
+    pretrain_card(run, recipe, metrics)  # model/README.md
     _plot_loss(run)
     run.log(f"finished: {metrics}")
     return metrics

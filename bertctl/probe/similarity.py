@@ -265,6 +265,8 @@ def main(recipe, out=None) -> Path:
                                         "raw_gap": g["model"]["raw"]["gap"], "static_gap": g["static_embedding"]["gap"],
                                         **({"random_init_gap": g["random_init"]["gap"],
                                             "random_init_raw_gap": g["random_init"]["raw"]["gap"]} if "random_init" in g else {})})
+    else:  # no sense groups: still every run folder's metrics.json
+        run.write_json("metrics.json", {"vectors": result["vectors"], "layer": result["layer"], "sentences": n})
     if "warning" in result:
         from bertctl.commands._common import console
 

@@ -3,7 +3,7 @@
 Run folder:
     recipe.yaml            the resolved recipe
     predictions.jsonl      one line per (model, K, example): prompt, demos, option scores, prediction
-    results.json / .md     accuracy and macro-F1 per (model, K), plus the majority-class baseline
+    metrics.json, results.md   accuracy and macro-F1 per (model, K), the best accuracy, the majority-class baseline
     accuracy_vs_shots.png  accuracy against K, one line per model (scoring mode)
     log.txt
 """
@@ -138,7 +138,7 @@ def _encode_all(lm, task: Task, recipe: PromptRecipe, prompts: dict, options: li
 
 
 def _write_results(run, task: Task, recipe: PromptRecipe, mode: str, results: list[dict], series: dict) -> dict:
-    """results.json/.md, the plot and the terminal table (with the majority-class row)."""
+    """metrics.json, results.md, the plot and the terminal table (with the majority-class row)."""
     from bertctl.report import line_plot, print_table
 
     report = {"task": task.name, "mode": mode, "source": task.source, "n_eval": len(task.eval_rows),
@@ -154,7 +154,9 @@ def _write_results(run, task: Task, recipe: PromptRecipe, mode: str, results: li
                            "n": len(task.eval_rows), "accuracy": base["accuracy"], "macro_f1": base["macro_f1"]})
     else:
         columns = ["model", "shots", "n", "seconds"]
-    run.write_json("results.json", report)
+    if task.labelled and results:
+        report["best_accuracy"] = max(r["accuracy"] for r in results)
+    run.write_json("metrics.json", report)
     run.write_text("results.md", f"# bertctl prompt: {task.name}\n\n" + _write_table_md(table_rows, columns))
     if series:
         line_plot(run.file("accuracy_vs_shots.png"), series, "demonstrations in the prompt (K)", "accuracy",
@@ -167,7 +169,7 @@ def _write_results(run, task: Task, recipe: PromptRecipe, mode: str, results: li
 
 
 def run_prompt(recipe: PromptRecipe, out=None, show_prompt: bool = False) -> dict:
-    """Prompt every model at every K on the task; returns what results.json holds."""
+    """Prompt every model at every K on the task; returns what metrics.json holds."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from bertctl.prompting.lm import load_lm
