@@ -238,3 +238,13 @@ def test_shared_xquad_drcd_and_conll_read(shared_data):
     sentences = read_conll(shared_data / "conll2003" / "eng.testa")
     assert len(sentences) == 3250
     assert {t[2:] for s in sentences for t in s["tags"] if t != "O"} == {"PER", "ORG", "LOC", "MISC"}
+
+
+def test_finetune_model_flag_sets_the_encoder(tmp_path, tiny, cli, one_thread):
+    code, stdout, err = cli("finetune", "--task", "sentiment", "--model", tiny, "--out", tmp_path / "r",
+                            "data.world.train=32", "data.world.dev=16", "train.epochs=1", "model.max_length=32",
+                            "train.precision=fp32")
+    assert code == 0, err
+    assert str(tiny) in (tmp_path / "r" / "recipe.yaml").read_text()
+    code, _, err = cli("finetune", "--eval-only", tmp_path / "r", "--model", "minilm")
+    assert code == 2 and "--model does not apply" in err

@@ -20,6 +20,9 @@ TASK = typer.Option(None, "--task", "-t", show_default=False,
 EVAL_ONLY = typer.Option(None, "--eval-only", metavar="RUN_DIR", show_default=False,
                          help="Evaluate a finished finetune run instead of training; data.* overrides pick the "
                               "data (e.g. data.dev=file.tsv, data.world.language=xx).")
+MODEL = typer.Option(None, "--model", "-m", show_default=False,
+                     help="Encoder to fine-tune (= model.name_or_path): a bertctl run folder, a local HF folder, "
+                          "a hub id such as bert-base-multilingual-cased, or minilm.")
 MERGE = typer.Option(False, "--merge", help="LoRA/QLoRA: also write merged/, the adapter folded into the base model.")
 PUSH = typer.Option(None, "--push-to-hub", metavar="REPO", show_default=False,
                     help="After training, upload model/ with its model card to this Hub repository.")
@@ -47,10 +50,14 @@ def finetune(
     merge: bool = MERGE,
     compare_init: bool = COMPARE,
     push_to_hub: Optional[str] = PUSH,
+    model: Optional[str] = MODEL,
 ) -> None:
     """Fine-tune a pretrained encoder (a bertctl pretrain run, a local HF folder, a hub id) and report dev metrics."""
     recipe_name, overrides = split_args(args)
     if eval_only is not None:
+        if model is not None:
+            raise BertctlError("--eval-only uses the run's own model; --model does not apply",
+                               fix="drop --model (to evaluate another model, fine-tune it first)")
         _eval_only(eval_only, recipe_name, overrides, out, task, resume, merge, compare_init)
         return
 
@@ -62,6 +69,8 @@ def finetune(
     if task is not None:
         canonical_task(task)  # unknown names fail here, with the list
         overrides = [f"task={task}", *overrides]
+    if model is not None:
+        overrides.append(f"model.name_or_path={model}")
     if merge:
         overrides.append("merge=true")
     if compare_init:
