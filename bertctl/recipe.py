@@ -5,6 +5,13 @@ model with `extra="forbid"`), so a typo is an error naming the key and the valid
 never a silently ignored setting. Built-in recipes live in `bertctl/recipes/` (the
 repository's `recipes/` points there) so they ship with the installed package.
 
+Types are strict (why): YAML 1.1 reads `no` as false, `2024-01-01` as a date and
+`010` as 8, and pydantic's lax mode then turns `true` into 1 or "yes" into True, so a
+recipe could quietly mean something else than it says. Recipes are read with YAML 1.2's
+core rules (only true/false are booleans, no dates, `1e-4` is a number), validated in
+pydantic's strict mode (no bool<->number<->text conversions; an int is still a valid
+float), and a key given twice is an error naming both lines instead of "the last wins".
+
 Loading order (why): the file is validated first with relative paths resolved against
 the recipe's own folder, then the command-line overrides are applied on top and the
 result validated again with paths resolved against the working directory.
@@ -13,12 +20,13 @@ result validated again with paths resolved against the working directory.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError, ValidationInfo
 
 from bertctl.errors import BertctlError
 
@@ -28,7 +36,7 @@ RECIPES_DIR = Path(__file__).parent / "recipes"
 class Section(BaseModel):
     """Base of every recipe block: unknown keys are errors, not silently dropped."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), strict=True)
 
 
 def _resolve_path(value: str | None, info: ValidationInfo) -> str | None:
@@ -49,6 +57,65 @@ def _resolve_path(value: str | None, info: ValidationInfo) -> str | None:
 PathStr = Annotated[str, AfterValidator(_resolve_path)]
 OptionalPath = Annotated[str | None, AfterValidator(_resolve_path)]
 Precision = Literal["bf16", "fp32", "fp16"]
+# YAML has no tuples: a recipe writes [0, -1] (strict mode alone would refuse the list)
+IntPair = Annotated[tuple[int, int], BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v)]
+
+
+# ----------------------------------------------------------------------------- YAML
+
+_BOOL, _INT, _FLOAT, _TIME = ("tag:yaml.org,2002:" + t for t in ("bool", "int", "float", "timestamp"))
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key, line: int, first: int):
+        self.key, self.line, self.first = key, line, first
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """yaml.SafeLoader with YAML 1.2 core-schema scalars and duplicate keys refused."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                if key in seen:
+                    raise _DuplicateKey(key, key_node.start_mark.line + 1, seen[key])
+                seen[key] = key_node.start_mark.line + 1
+            except TypeError:  # an unhashable key: the base class reports it as malformed YAML
+                break
+        return super().construct_mapping(node, deep=deep)
+
+
+RecipeLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _INT, _FLOAT, _TIME)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+RecipeLoader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+RecipeLoader.add_implicit_resolver(_INT, re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+                                   list("-+0123456789"))
+RecipeLoader.add_implicit_resolver(
+    _FLOAT, re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
+# "010" is 10, not octal 8; 0o17 and 0x1f are the explicit forms
+RecipeLoader.add_constructor(_INT, lambda loader, node: (
+    lambda v: int(v, 0) if v[:2].lower() in ("0o", "0x") else int(v))(loader.construct_scalar(node)))
+
+_MAX_VALUES = 100_000  # aliases can make a small file expand into a huge tree ("billion laughs")
+
+
+def _count(value, budget: list[int]) -> None:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ValueError
+    for child in value.values() if isinstance(value, dict) else value if isinstance(value, list) else ():
+        _count(child, budget)
+
+
+def parse_yaml(text: str) -> Any:
+    """The YAML rules of recipes (see the module docstring); raises yaml.YAMLError or _DuplicateKey."""
+    return yaml.load(text, Loader=RecipeLoader)  # noqa: S506 (RecipeLoader is a SafeLoader)
 
 
 # ----------------------------------------------------------------------------- files
@@ -83,18 +150,38 @@ def read_yaml(path: Path) -> dict:
     except UnicodeDecodeError:
         raise BertctlError(f"recipe {path} is not UTF-8 text", fix="save it as UTF-8") from None
     try:
-        data = yaml.safe_load(text)  # never yaml.load: a recipe must not construct objects
-    except yaml.YAMLError as e:
+        data = parse_yaml(text)  # a SafeLoader: a recipe must never construct objects
+    except _DuplicateKey as e:
+        raise BertctlError(f"recipe {path} line {e.line}: key {e.key!r} is given twice (first on line {e.first})",
+                           fix="keep one of them (YAML would silently use the last)") from None
+    except (yaml.YAMLError, RecursionError, ValueError) as e:  # ValueError: a number YAML accepts but int() not
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        problem = getattr(e, "problem", None) or (str(e).splitlines() or [type(e).__name__])[0]
         raise BertctlError(f"recipe {path}{where}: malformed YAML ({problem})", fix="fix the YAML syntax") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise BertctlError(f"recipe {path} must be a mapping of keys to values, not {type(data).__name__}",
                            fix="write it as `key: value` lines")
+    try:
+        _count(data, [_MAX_VALUES])
+    except (ValueError, RecursionError):
+        raise BertctlError(f"recipe {path} expands to more than {_MAX_VALUES:,} values (YAML aliases?)",
+                           fix="write the recipe out without nested aliases") from None
+    bad = next((k for k in _keys(data) if not isinstance(k, str)), None)
+    if bad is not None:
+        raise BertctlError(f"recipe {path}: key {bad!r} is a {type(bad).__name__}, not a name",
+                           fix="recipe keys are names such as `train:` or `lr:` (quote it if it is one)")
     return data
+
+
+def _keys(data: dict, skip: tuple = ("labels", "per_task")):
+    """Every key of the nested sections (the values of label maps may have any keys)."""
+    for key, value in data.items():
+        yield key
+        if isinstance(value, dict) and key not in skip:
+            yield from _keys(value, skip)
 
 
 # ------------------------------------------------------------------------- overrides
@@ -108,8 +195,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise BertctlError(f"override '{item}' has an empty key", fix="write overrides like train.lr=3e-4")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        value = parse_yaml(raw) if raw.strip() else ""
+    except (yaml.YAMLError, _DuplicateKey, RecursionError, ValueError):
         value = raw
     return key.split("."), value
 
@@ -168,8 +255,23 @@ def describe_errors(e: ValidationError, schema: type[BaseModel], source: str) ->
         elif isinstance(err.get("input"), dict):  # a whole section failed a check: the message says why
             problems.append(f"{key}: {err['msg'].lower()}")
         else:
-            problems.append(f"{key}: {err['msg'].lower()}, got {err.get('input')!r}")
+            problems.append(f"{key}: {err['msg'].lower()}, got {err.get('input')!r}{_type_hint(err)}")
     return f"recipe {source}: " + "; ".join(problems)
+
+
+def _type_hint(err: dict) -> str:
+    """Why a value of the wrong type is refused, when YAML made it so: a name like `no`
+    or `1` that YAML reads as a boolean or number, or a boolean given for a number."""
+    value, kind = err.get("input"), err["type"]
+    if kind == "string_type" and isinstance(value, (bool, int, float)):
+        return " (YAML reads that as a " + ("boolean" if isinstance(value, bool) else "number") + ": quote it, e.g. '1')"
+    if kind in ("int_type", "float_type") and isinstance(value, bool):
+        return " (a boolean is not a number: write the number)"
+    if kind in ("int_type", "float_type") and isinstance(value, str):
+        return " (text is not a number: write it without quotes)"
+    if kind == "bool_type":
+        return " (write true or false)"
+    return ""
 
 
 def validate(schema: type[BaseModel], data: dict, source: str, base: Path) -> BaseModel:
@@ -197,6 +299,23 @@ def load(schema: type[BaseModel], source: str | None, overrides: list[str], defa
 
 def dump(recipe: BaseModel) -> str:
     return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+
+
+def differing_keys(old_text: str, new_text: str) -> list[str]:
+    """The dotted keys whose values differ between two recipe texts (comments ignored)."""
+    def flat(value, prefix="") -> dict:
+        if isinstance(value, dict) and value:
+            out = {}
+            for k, v in value.items():
+                out.update(flat(v, f"{prefix}{k}."))
+            return out
+        return {prefix.rstrip("."): value}
+
+    try:
+        old, new = flat(parse_yaml(old_text) or {}), flat(parse_yaml(new_text) or {})
+    except (yaml.YAMLError, _DuplicateKey, ValueError, RecursionError):
+        return ["(the recorded recipe.yaml is unreadable)"]
+    return sorted(k for k in old.keys() | new.keys() if old.get(k, "<unset>") != new.get(k, "<unset>"))
 
 
 # --------------------------------------------------------------- `bertctl recipes ...`

@@ -171,6 +171,16 @@ def is_heldout(doc_index: int, fraction: float) -> bool:
     return doc_index % max(2, round(1 / fraction)) == 0
 
 
+def input_files(data) -> dict[str, Path]:
+    """The local files the corpus is read from (fingerprinted in run.json, checked on
+    --resume). The World corpus is generated from its settings, which the recipe holds."""
+    if data.source is None:
+        return {}
+    sources = _sources(data)
+    return {(f"data.source[{i}]" if len(sources) > 1 else "data.source"): Path(src)
+            for i, src in enumerate(sources) if Path(src).exists()}
+
+
 def corpus_fingerprint(data) -> str:
     """What the token cache depends on in the corpus: files with sizes and mtimes, or the
     World settings, or the dataset id."""

@@ -23,7 +23,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from bertctl.config import TrainSettings
-from bertctl.recipe import OptionalPath, Section
+from bertctl.recipe import IntPair, OptionalPath, Section
 
 # The names users type -> the task kind that runs.
 TASK_ALIASES = {
@@ -101,7 +101,7 @@ class DataSettings(Section):
     test: OptionalPath = Field(None, description="optional; unlabelled is fine (predictions only)")
     format: Literal["auto", "glue", "tsv", "csv", "jsonl", "json", "conllu", "conll", "squad"] = "auto"
     tag_column: Literal["upos", "xpos"] = Field("upos", description="CoNLL-U column the tag task learns")
-    conll_columns: tuple[int, int] = Field((0, -1), description="CoNLL: (token column, tag column)")
+    conll_columns: IntPair = Field((0, -1), description="CoNLL: (token column, tag column)")
     columns: Columns = Columns()
     hf: HfData | None = None
     world: WorldData = WorldData()

@@ -89,6 +89,18 @@ def resolve_path(path: str, root: Path | None) -> Path:
     return (root / p) if root is not None else (Path.cwd() / p)
 
 
+def input_files(data: DataSettings) -> dict[str, Path]:
+    """The local files a run reads (fingerprinted in run.json, checked on --resume)."""
+    if data.source == "files":
+        root = data_root(data.root)
+        paths = {f"data.{split}": resolve_path(getattr(data, split), root)
+                 for split in ("train", "dev", "test") if getattr(data, split)}
+        return {name: path for name, path in paths.items() if path.exists()}
+    if data.source == "hf" and Path(data.hf.name).expanduser().exists():  # a local dataset folder
+        return {"data.hf.name": Path(data.hf.name).expanduser()}
+    return {}
+
+
 # ------------------------------------------------------------------------ reading
 
 
