@@ -175,7 +175,7 @@ def _tokenizer(recipe, run, resume: bool, log):
         return AutoTokenizer.from_pretrained(str(saved))
     source = recipe.tokenizer_source
     if source is None:
-        tokenizer, where = corpus_tokenizer(recipe)
+        tokenizer, where = corpus_tokenizer(recipe, log)
         log(f"WordPiece tokenizer: {len(tokenizer)} tokens ({where})")
     else:
         from bertctl.models import load_tokenizer, resolve

@@ -106,6 +106,7 @@ def input_files(data: DataSettings) -> dict[str, Path]:
 
 def read_file(path: Path, kind: str, data: DataSettings) -> list[dict]:
     """Raw rows of one file, with the reader its format (or extension) calls for."""
+    readers.check_path(path)  # a broken link or a link loop: said as such, not as a format problem
     fmt = data.format
     suffix = path.suffix.lower()
     if fmt == "auto":

@@ -295,6 +295,9 @@ def evaluate_run(run_dir, overrides: list[str] | None = None, out=None, quiet: b
     from bertctl.tasks import methods
 
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise BertctlError(f"{run_dir} does not exist" if not run_dir.exists() else f"{run_dir} is not a folder",
+                           fix="pass the --out folder of a finished `bertctl finetune` run")
     if not (run_dir / "model").is_dir():
         raise BertctlError(f"{run_dir} has no model/ (the run did not finish)",
                            fix="pass the folder of a finished `bertctl finetune` run, or --resume it first")
