@@ -115,7 +115,11 @@ def _count(value, budget: list[int]) -> None:
 
 def parse_yaml(text: str) -> Any:
     """The YAML rules of recipes (see the module docstring); raises yaml.YAMLError or _DuplicateKey."""
-    return yaml.load(text, Loader=RecipeLoader)  # noqa: S506 (RecipeLoader is a SafeLoader)
+    loader = RecipeLoader(text)  # what yaml.safe_load does, with these rules
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 # ----------------------------------------------------------------------------- files
@@ -295,6 +299,37 @@ def load(schema: type[BaseModel], source: str | None, overrides: list[str], defa
         return file_recipe, path
     merged = apply_overrides(file_recipe.model_dump(), overrides)
     return validate(schema, merged, f"{path.name} (with overrides)", Path.cwd()), path
+
+
+def refuse_unused(unused: list[tuple[list[str], str]], path: Path, overrides: list[str]) -> None:
+    """Settings that would do nothing in the combination given, as one error: a value the
+    run silently ignores is a result the user did not ask for. `unused`: (dotted keys, why).
+    Only what the user set counts: an override, or a key of their own recipe file (a
+    built-in recipe's World settings are a fallback that data.train= rightly replaces)."""
+    given = [o.split("=", 1)[0].strip() for o in overrides]
+    own = {} if path.parent.resolve() == RECIPES_DIR.resolve() else read_yaml(path)
+
+    def set_by_user(key: str) -> bool:
+        if any(key == g or key.startswith(g + ".") for g in given):
+            return True
+        node: Any = own
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        return True
+
+    found = [(keys, why) for keys, why in ((list(filter(set_by_user, ks)), why) for ks, why in unused) if keys]
+    if found:
+        (keys, why), rest = found[0], [k for ks, _ in found[1:] for k in ks]
+        more = f" (so would {', '.join(rest)})" if rest else ""
+        raise BertctlError(f"{', '.join(keys)} would do nothing here: {why}{more}",
+                           fix="drop it, or change what it depends on")
+
+
+def changed(section: BaseModel, default: BaseModel) -> list[str]:
+    """The keys of a section whose values differ from the defaults."""
+    return [k for k in type(section).model_fields if getattr(section, k) != getattr(default, k)]
 
 
 def dump(recipe: BaseModel) -> str:

@@ -91,6 +91,7 @@ class Run:
         self.main = main
         self.created = False  # this process made the folder (a failed start may then remove it)
         self.started = False  # start() ran: training state may have changed since
+        self.fresh = False  # a new run (not --resume): its run.json is this process's to update
         self._lock_fd: int | None = None
 
     # -------------------------------------------------------------------- creation
@@ -130,6 +131,7 @@ class Run:
             run._release()
             raise
         _ACTIVE.append(run)
+        run.fresh = not resume
         if not resume:
             run.write_record({"command": command, "status": "running", "started": _now(), "host": socket.gethostname()})
         return run
@@ -163,12 +165,11 @@ class Run:
         return None
 
     def finished(self) -> bool:
-        """Whether the run completed: run.json says so; for folders older than run.json,
-        its final metrics.json and model/ are there."""
+        """Whether the run completed: its final metrics.json and model/ are there, and
+        run.json (when the folder has one: older ones do not) says it finished."""
+        complete = (self.path / "metrics.json").is_file() and (self.path / "model").is_dir()
         record = self.record()
-        if record:
-            return record.get("status") == "finished"
-        return (self.path / "metrics.json").is_file() and (self.path / "model").is_dir()
+        return complete and (not record or record.get("status") == "finished")
 
     def keep_recipe(self, text: str, resume: bool) -> None:
         """Write recipe.yaml; on --resume, compare instead, before anything is written: a
@@ -196,7 +197,8 @@ class Run:
             if changed:
                 raise BertctlError(f"cannot resume {self.path}: input {'; '.join(changed)} changed since the run "
                                    "started", fix="restore the original file(s), or start a new run with another --out")
-            self._update_record(status="running", resumed=_now())
+            # run.json is left as it is until the run finishes: a resume refused later
+            # (a damaged checkpoint) must not have changed any file but log.txt
         else:
             self._update_record(inputs={name: fingerprint(p) for name, p in inputs.items()})
         self.started = True
@@ -225,7 +227,8 @@ class Run:
                 shutil.rmtree(self.path, ignore_errors=True)
             elif self.created or self.started:
                 self.log(f"{'stopped' if stopped else 'failed'}: {line}")
-                self._update_record(status="interrupted" if stopped else "failed", error=line)
+                if self.fresh:  # a resumed run's run.json keeps what it said (see start)
+                    self._update_record(status="interrupted" if stopped else "failed", error=line)
         except OSError:  # a full disk must not hide the error being reported
             pass
         finally:

@@ -31,6 +31,8 @@ from .test_finetune import tiny  # noqa: F401  (session fixture)
 TINY_PRETRAIN = ["data.world.n_docs=200", "model.hidden=32", "model.heads=2", "model.intermediate=64",
                  "model.layers=1", "model.max_length=32", "tokenizer.vocab_size=200", "train.batch_size=8",
                  "train.max_steps=4", "train.save_every=2", "train.precision=fp32", "eval.max_sequences=16"]
+# the same for a corpus file or a checkpoint's tokenizer: World and tokenizer-training settings would do nothing
+TINY_FILE_PRETRAIN = [a for a in TINY_PRETRAIN if not a.startswith(("data.world.", "tokenizer."))]
 TINY_FINETUNE = ["model.max_length=32", "train.epochs=1", "train.batch_size=8", "train.precision=fp32"]
 
 
@@ -175,11 +177,23 @@ def _(d, fx):
     return ["pretrain", *TINY_PRETRAIN, f"data.cache_dir={fx['cache']}", "--out", str(d / "run"), "--resume"]
 
 
+def _unfinish(run: Path) -> None:
+    """Make a copy of a finished run look like one killed after its last checkpoint (a
+    finished run resumed does nothing, so damage there would go unread)."""
+    import shutil
+
+    shutil.rmtree(run / "model")
+    (run / "metrics.json").unlink()
+    record = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**record, "status": "running"}))
+
+
 def _pretrain_checkpoint(d: Path, fx: dict, damage: Callable[[Path], None]) -> list[str]:
     """A run folder whose newest checkpoint is damaged, resumed."""
     import shutil
 
     shutil.copytree(fx["pretrain_run"], d / "run")
+    _unfinish(d / "run")
     damage(d / "run" / "checkpoints" / "step-0000004")
     return ["pretrain", *TINY_PRETRAIN, f"data.cache_dir={fx['cache']}", "--out", str(d / "run"), "--resume"]
 
@@ -228,12 +242,12 @@ def _(d, fx):
 
 @row("pretrain: hub id while offline", r"'bert-base-uncased' is neither a local folder nor reachable: HF_HUB_OFFLINE")
 def _(d, fx):
-    return ["pretrain", *TINY_PRETRAIN, "model.init=bert-base-uncased", f"data.cache_dir={fx['cache']}"]
+    return ["pretrain", *TINY_FILE_PRETRAIN, "model.init=bert-base-uncased", f"data.cache_dir={fx['cache']}"]
 
 
 @row("pretrain: pickle-only checkpoint", r"holds only pickle weights .*allow_pickle=true")
 def _(d, fx):
-    return ["pretrain", *TINY_PRETRAIN, f"model.init={pickle_model(d / 'pickled')}", f"data.cache_dir={fx['cache']}"]
+    return ["pretrain", *TINY_FILE_PRETRAIN, f"model.init={pickle_model(d / 'pickled')}", f"data.cache_dir={fx['cache']}"]
 
 
 @row("finetune: model path that is not a model", r"not-a-model is not a model")
@@ -323,30 +337,30 @@ def _(d, fx):
 
 @row("pretrain: empty corpus", r"empty\.txt holds no text\. check the path")
 def _(d, fx):
-    return ["pretrain", *TINY_PRETRAIN, f"data.source={write(d / 'empty.txt', '')}", f"data.cache_dir={fx['cache']}"]
+    return ["pretrain", *TINY_FILE_PRETRAIN, f"data.source={write(d / 'empty.txt', '')}", f"data.cache_dir={fx['cache']}"]
 
 
 @row("pretrain: corpus that is not UTF-8", r"latin1\.txt is not valid UTF-8 text \(line 1\)\. re-encode")
 def _(d, fx):
     text = ("the caf\xe9 was open .\nwe sat down .\n\n" * 50).encode("latin-1")
-    return ["pretrain", *TINY_PRETRAIN, f"data.source={write(d / 'latin1.txt', text)}", f"data.cache_dir={fx['cache']}"]
+    return ["pretrain", *TINY_FILE_PRETRAIN, f"data.source={write(d / 'latin1.txt', text)}", f"data.cache_dir={fx['cache']}"]
 
 
 @row("pretrain: JSON lines without the text field", r"line 1 has no 'text' field \(has: body\)\. set data\.text_field")
 def _(d, fx):
-    return ["pretrain", *TINY_PRETRAIN, f"data.source={jsonl(d / 'docs.jsonl', [{'body': 'a b c .'}] * 20)}",
+    return ["pretrain", *TINY_FILE_PRETRAIN, f"data.source={jsonl(d / 'docs.jsonl', [{'body': 'a b c .'}] * 20)}",
             f"data.cache_dir={fx['cache']}"]
 
 
 @row("pretrain: malformed JSON line", r"line 2 is not valid JSON")
 def _(d, fx):
     docs = write(d / "docs.jsonl", '{"text": "a ."}\n{oops\n')
-    return ["pretrain", *TINY_PRETRAIN, f"data.source={docs}", f"data.cache_dir={fx['cache']}"]
+    return ["pretrain", *TINY_FILE_PRETRAIN, f"data.source={docs}", f"data.cache_dir={fx['cache']}"]
 
 
 @row("pretrain: dataset id while offline", r"cannot load the dataset 'someone/no-such-corpus'")
 def _(d, fx):
-    return ["pretrain", *TINY_PRETRAIN, "data.source=someone/no-such-corpus", f"data.cache_dir={fx['cache']}"]
+    return ["pretrain", *TINY_FILE_PRETRAIN, "data.source=someone/no-such-corpus", f"data.cache_dir={fx['cache']}"]
 
 
 @row("finetune: train file missing", r"missing\.tsv: no such file\. check the path")
@@ -608,7 +622,7 @@ def test_pickle_weights_load_only_when_the_recipe_allows_it(fixtures, tmp_path, 
     monkeypatch.chdir(tmp_path)
     bert = _pickled_copy(fixtures["tiny"], tmp_path / "bert-pickle")
     run = CliRunner().invoke
-    _ok(run(app, ["pretrain", *TINY_PRETRAIN, f"data.cache_dir={fixtures['cache']}", f"model.init={bert}",
+    _ok(run(app, ["pretrain", *TINY_FILE_PRETRAIN, f"data.cache_dir={fixtures['cache']}", f"model.init={bert}",
                   "model.allow_pickle=true", "objective.pairs=none", "train.max_steps=1", "train.save_every=1",
                   "train.batch_size=4", "--out", str(tmp_path / "pretrain")]))
     _ok(run(app, ["finetune", "--task", "cls", f"model.name_or_path={bert}", "model.allow_pickle=true",

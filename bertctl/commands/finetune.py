@@ -63,7 +63,11 @@ def finetune(
         overrides.append("merge=true")
     if compare_init:
         overrides.append("compare_init=true")
-    recipe, _ = load(FinetuneRecipe, recipe_name, overrides, default_recipe(task))
+    recipe, path = load(FinetuneRecipe, recipe_name, overrides, default_recipe(task))
+    from bertctl.recipe import refuse_unused
+    from bertctl.tasks.config import unused_settings
+
+    refuse_unused(unused_settings(recipe), path, overrides)
     run = Run.create(out, "finetune", resume)
     run_finetune(recipe, run, resume)
     if run.main:  # under torchrun/accelerate only rank 0 prints (and only it wrote metrics.json)

@@ -183,3 +183,24 @@ class FinetuneRecipe(Section):
     def kind(self) -> str:
         """The task kind that runs ('sentiment' -> 'cls', 'pair' -> 'nli', ...)."""
         return TASK_ALIASES[self.task]
+
+
+def unused_settings(recipe: FinetuneRecipe) -> list[tuple[list[str], str]]:
+    """Settings of a training run that the combination makes dead (see recipe.refuse_unused).
+    Checked by `bertctl finetune` only: eval-only and eval-glue reuse recipes whole."""
+    from bertctl.recipe import changed
+
+    out = []
+    if recipe.merge and recipe.method == "full":
+        out.append((["merge"], "method=full has no adapter to merge; use method=lora or qlora"))
+    for name, section, default, applies, why in (
+            ("lora", recipe.lora, LoraSettings(), recipe.method != "full", "method=full trains no adapter"),
+            ("quant", recipe.quant, QuantSettings(), recipe.method == "qlora", f"method={recipe.method} quantises nothing"),
+            ("qa", recipe.qa, QaSettings(), recipe.kind == "qa", f"task {recipe.task} is not question answering"),
+            ("dna", recipe.dna, DnaSettings(), recipe.kind == "dna", f"task {recipe.task} is not dna"),
+            ("data.world", recipe.data.world, WorldData(), recipe.data.source == "world",
+             "data comes from files or data.hf, not from World")):
+        keys = changed(section, default)
+        if keys and not applies:
+            out.append(([f"{name}.{k}" for k in keys], why))
+    return out

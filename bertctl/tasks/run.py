@@ -137,6 +137,9 @@ def train_one(recipe: FinetuneRecipe, run: Run, resume: bool, say: Callable[[str
 
     train_features = task.encode(tokenizer, splits.train, train=True)
     dev_features = task.encode(tokenizer, splits.dev, train=False)
+    for note in task.report():
+        say(note)
+        splits.notes.append(note)  # kept in metrics.json
     lengths = [task.length(f) for f in train_features]
     s = recipe.train
     state = {"predictions": None, "eval_seconds": 0.0}
