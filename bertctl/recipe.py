@@ -153,6 +153,8 @@ def read_yaml(path: Path) -> dict:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise BertctlError(f"recipe {path} is not UTF-8 text", fix="save it as UTF-8") from None
+    except OSError as e:  # a folder named x.yaml, a broken link, no permission
+        raise BertctlError(f"cannot read recipe {path} ({e.strerror or e})", fix="pass a readable .yaml file") from None
     try:
         data = parse_yaml(text)  # a SafeLoader: a recipe must never construct objects
     except _DuplicateKey as e:

@@ -106,7 +106,8 @@ class Run:
         run = cls(path, command, main)
         if resume:
             if not path.is_dir():
-                raise BertctlError(f"cannot resume: {path} does not exist", fix="pass the --out folder of an earlier run")
+                raise BertctlError(f"cannot resume: {path} " + ("is a file" if path.exists() else "does not exist"),
+                                   fix="pass the --out folder of an earlier run")
             recorded = run.recorded_command()
             if recorded and recorded != command:
                 raise BertctlError(f"cannot resume {path}: it is a `bertctl {recorded}` run, not a {command} run",
