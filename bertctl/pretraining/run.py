@@ -237,7 +237,11 @@ def pretrain(recipe, run, resume: bool = False) -> dict:
     _write_recipe(recipe, run, resume)
     if resume and run.finished():  # nothing to do, and nothing to rewrite (metrics.json keeps its timings)
         metrics = read_json(run.file("metrics.json"))
-        log(f"{run.path} already finished (step {metrics.get('step', '?')}): nothing to resume")
+        if run.main:  # said, not logged: the finished run's files stay as they are
+            from rich.console import Console
+
+            Console(highlight=False, stderr=True).print(f"{run.path} already finished (step {metrics.get('step', '?')}): "
+                                                        "nothing to resume")
         return metrics
     from bertctl.pretraining.corpus import input_files
 

@@ -93,7 +93,7 @@ def finetune(recipe: FinetuneRecipe, run: Run, resume: bool = False, quiet: bool
     say = _Say(run, quiet)
     write_recipe(run, recipe, resume=resume)  # on --resume: compared before anything is written
     if resume and run.finished():  # nothing to do, and nothing to rewrite (metrics.json keeps its timings)
-        say(f"{run.path} already finished: nothing to resume")
+        _Say(None, quiet)(f"{run.path} already finished: nothing to resume")  # said, not logged: no file changes
         return read_json(run.file("metrics.json"))["dev"]
     run.start(data_mod.input_files(recipe.data), resume)
     if recipe.compare_init:
