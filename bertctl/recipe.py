@@ -49,8 +49,15 @@ def _resolve_path(value: str | None, info: ValidationInfo) -> str | None:
         return value
     base = Path((info.context or {}).get("base", "."))
     candidate = base / value
-    if value.startswith(".") or candidate.exists():
-        return str(candidate.resolve())
+    try:
+        exists = candidate.exists()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte: no such file
+        exists = False
+    if value.startswith(".") or exists:
+        try:
+            return str(candidate.resolve())
+        except (OSError, RuntimeError):  # a link loop: left for the reader to report
+            return str(candidate.absolute())
     return value
 
 
@@ -118,6 +125,9 @@ def parse_yaml(text: str) -> Any:
     loader = RecipeLoader(text)  # what yaml.safe_load does, with these rules
     try:
         return loader.get_single_data()
+    except (ValueError, TypeError, AttributeError, OverflowError) as e:
+        # PyYAML's constructors fail this way on explicitly tagged values (!!int abc, !!timestamp 2020-13-45)
+        raise yaml.constructor.ConstructorError(problem=f"a value that cannot be read ({type(e).__name__})") from None
     finally:
         loader.dispose()
 
@@ -160,7 +170,7 @@ def read_yaml(path: Path) -> dict:
     except _DuplicateKey as e:
         raise BertctlError(f"recipe {path} line {e.line}: key {e.key!r} is given twice (first on line {e.first})",
                            fix="keep one of them (YAML would silently use the last)") from None
-    except (yaml.YAMLError, RecursionError, ValueError) as e:  # ValueError: a number YAML accepts but int() not
+    except (yaml.YAMLError, RecursionError) as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or (str(e).splitlines() or [type(e).__name__])[0]
@@ -202,7 +212,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         raise BertctlError(f"override '{item}' has an empty key", fix="write overrides like train.lr=3e-4")
     try:
         value = parse_yaml(raw) if raw.strip() else ""
-    except (yaml.YAMLError, _DuplicateKey, RecursionError, ValueError):
+    except (yaml.YAMLError, _DuplicateKey, RecursionError):
         value = raw
     return key.split("."), value
 
@@ -350,7 +360,7 @@ def differing_keys(old_text: str, new_text: str) -> list[str]:
 
     try:
         old, new = flat(parse_yaml(old_text) or {}), flat(parse_yaml(new_text) or {})
-    except (yaml.YAMLError, _DuplicateKey, ValueError, RecursionError):
+    except (yaml.YAMLError, _DuplicateKey, RecursionError):
         return ["(the recorded recipe.yaml is unreadable)"]
     return sorted(k for k in old.keys() | new.keys() if old.get(k, "<unset>") != new.get(k, "<unset>"))
 
