@@ -19,6 +19,7 @@ leaves either the old state or the new one, never half of one.
 
 from __future__ import annotations
 
+import atexit
 import errno
 import hashlib
 import json
@@ -172,14 +173,15 @@ class Run:
         record = self.record()
         return complete and (not record or record.get("status") == "finished")
 
-    def keep_recipe(self, text: str, resume: bool) -> None:
+    def keep_recipe(self, text: str, resume: bool, may_differ: tuple[str, ...] = ()) -> None:
         """Write recipe.yaml; on --resume, compare instead, before anything is written: a
-        resumed run must continue the run that was started, not silently become another."""
+        resumed run must continue the run that was started, not silently become another.
+        `may_differ`: keys that only add work after training (finetune's merge)."""
         path = self.file("recipe.yaml")
         if resume and path.is_file():
             from bertctl.recipe import differing_keys
 
-            keys = differing_keys(path.read_text(encoding="utf-8"), text)
+            keys = [k for k in differing_keys(path.read_text(encoding="utf-8"), text) if k not in may_differ]
             if keys:
                 shown = ", ".join(keys[:8]) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
                 raise BertctlError(f"the recipe differs from the one {self.path} was started with (in {shown})",
@@ -343,6 +345,14 @@ def close_all(error: BaseException | None) -> None:
         _ACTIVE.pop().close(error)
 
 
+@atexit.register
+def _release_at_exit() -> None:
+    """A library caller (no CLI around it) that never closed its runs: unlock them, and
+    leave their run.json as it is (the process may have stopped anywhere)."""
+    while _ACTIVE:
+        _ACTIVE.pop()._release()
+
+
 def _now() -> str:
     return datetime.now().isoformat(timespec="seconds")
 
@@ -448,6 +458,8 @@ def _changed(entry: dict) -> str | None:
     path = Path(entry["path"])
     if not path.exists():
         return "gone"
+    if path.is_file() and (path.stat().st_size, path.stat().st_mtime_ns) == (entry["size"], entry["mtime_ns"]):
+        return None  # untouched since: no need to read a large corpus again
     now = fingerprint(path)
     if now["size"] != entry["size"]:
         return f"{entry['size']:,} bytes then, {now['size']:,} now"

@@ -55,11 +55,12 @@ class _Say:
             self.run.log(text)
 
 
-def write_recipe(run: Run, recipe: FinetuneRecipe, line: str = "bertctl finetune", resume: bool = False) -> None:
+def write_recipe(run: Run, recipe: FinetuneRecipe, line: str = "bertctl finetune", resume: bool = False,
+                 may_differ: tuple[str, ...] = ()) -> None:
     """recipe.yaml; on --resume the recorded one is compared instead (see Run.keep_recipe)."""
     from bertctl.recipe import dump
 
-    run.keep_recipe(f"# {line}\n" + dump(recipe), resume)
+    run.keep_recipe(f"# {line}\n" + dump(recipe), resume, may_differ)
 
 
 @contextmanager
@@ -91,9 +92,13 @@ def finetune(recipe: FinetuneRecipe, run: Run, resume: bool = False, quiet: bool
     the same recipe from random weights; comparison.png and the comparison in
     metrics.json are added, and the pretrained run's dev metrics are returned."""
     say = _Say(run, quiet)
-    write_recipe(run, recipe, resume=resume)  # on --resume: compared before anything is written
+    # on --resume: compared before anything is written; --merge may be added to a finished run
+    write_recipe(run, recipe, resume=resume, may_differ=("merge",))
     if resume and run.finished():  # nothing to do, and nothing to rewrite (metrics.json keeps its timings)
-        _Say(None, quiet)(f"{run.path} already finished: nothing to resume")  # said, not logged: no file changes
+        if recipe.merge and recipe.method != "full" and not run.file("merged").exists():
+            _merge_finished(recipe, run, say)
+        else:
+            _Say(None, quiet)(f"{run.path} already finished: nothing to resume")  # said, not logged: no file changes
         return read_json(run.file("metrics.json"))["dev"]
     run.start(data_mod.input_files(recipe.data), resume)
     if recipe.compare_init:
@@ -102,6 +107,19 @@ def finetune(recipe: FinetuneRecipe, run: Run, resume: bool = False, quiet: bool
         dev = train_one(recipe, run, resume, say, record=False)["dev"]
     run.finish()
     return dev
+
+
+def _merge_finished(recipe: FinetuneRecipe, run: Run, say) -> None:
+    """`--resume --merge` of a finished LoRA/QLoRA run: the one thing left to do is merged/."""
+    from bertctl.models import ModelSource, load_tokenizer
+    from bertctl.tasks import methods
+
+    model_dir = run.file("model")
+    tokenizer = load_tokenizer(ModelSource(str(model_dir), "local", str(model_dir)), recipe.model.trust_remote_code)
+    task = get_task(recipe.kind)(recipe, read_json(run.file("labels.json")))
+    if run.main:
+        say(f"merged adapter into {methods.write_merged(model_dir, run.file('merged'), recipe, task, tokenizer)}")
+    write_recipe(run, recipe)  # the run now has merged/: its recipe says merge: true
 
 
 def train_one(recipe: FinetuneRecipe, run: Run, resume: bool, say: Callable[[str], None], record: bool = True) -> dict:
