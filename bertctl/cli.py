@@ -58,8 +58,21 @@ class Group(TyperGroup):
         return super().main(args, *a, **k)
 
     def invoke(self, ctx: click.Context):
+        from bertctl import runs
+
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+        except BaseException as e:
+            # the run folders this command opened: unlocked, and a failed start leaves none behind
+            failed = e if not isinstance(e, Exception) or isinstance(e, BertctlError) else (_disk_full(e) or e)
+            runs.close_all(None if isinstance(e, click.exceptions.Exit) and e.exit_code == 0 else failed)
+            return self._report(ctx, e)
+        runs.close_all(None)
+        return result
+
+    def _report(self, ctx: click.Context, e: BaseException):
+        try:
+            raise e
         except KeyboardInterrupt:  # Ctrl-C outside the training loop (which saves a checkpoint and says so)
             if _state["debug"]:
                 raise

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from bertctl.errors import BertctlError
@@ -52,11 +53,28 @@ def embedded_path(name: str) -> Path | None:
 
 
 def latest_run(command: str = "pretrain", root: Path = Path("runs")) -> Path | None:
-    """The newest finished run of a command (it has a final model/), or None."""
+    """The newest finished run of a command, by what each folder under `root` records
+    (run.json: command, status, finish time), not by its name: `--out runs/mine` counts,
+    and a folder called pretrain-... that holds a finetune or an unfinished run does not.
+    Folders from before run.json: recipe.yaml's command, and a final model/ and metrics.json."""
+    from bertctl.runs import Run
+
     if not root.is_dir():
         return None
-    runs = [p for p in root.glob(f"{command}-*") if (p / "model" / "config.json").exists()]
-    return max(runs, key=lambda p: (p / "model" / "config.json").stat().st_mtime) if runs else None
+    found = []
+    for folder in root.iterdir():
+        run = Run(folder, command)
+        if not folder.is_dir() or run.recorded_command() != command or not run.finished():
+            continue
+        if not (folder / "model" / "config.json").exists():
+            continue
+        when = (folder / "model" / "config.json").stat().st_mtime
+        try:
+            when = datetime.fromisoformat(run.record()["finished"]).timestamp()
+        except (KeyError, TypeError, ValueError):
+            pass
+        found.append((when, str(folder), folder))
+    return max(found)[2] if found else None
 
 
 def resolve(source: str, allow_pickle: bool = False) -> ModelSource:
@@ -91,12 +109,21 @@ def resolve(source: str, allow_pickle: bool = False) -> ModelSource:
 
 
 def check_weights(folder: Path, allow_pickle: bool) -> None:
+    """The safetensors-only rule. A peft adapter is checked on its own: a folder with the
+    base model's safetensors and a pickled adapter_model.bin would otherwise load the
+    adapter through pickle (peft falls back to the .bin when there is no .safetensors)."""
+    folder = Path(folder)
     names = {p.name for p in folder.iterdir()}
     has_safe = any(n.endswith(".safetensors") for n in names)
     has_pickle = any(n.endswith((".bin", ".pt", ".pth", ".ckpt")) for n in names)
     if not has_safe and has_pickle and not allow_pickle:
         raise BertctlError(f"{folder} holds only pickle weights (.bin), which can run arbitrary code when loaded",
                            fix="convert it to safetensors, or set allow_pickle=true if you trust its source")
+    if "adapter_config.json" in names and "adapter_model.safetensors" not in names and not allow_pickle \
+            and any(n.startswith("adapter_model.") for n in names):
+        raise BertctlError(f"the LoRA adapter in {folder} is stored as a pickle (adapter_model.bin), which can run "
+                           "arbitrary code when loaded",
+                           fix="save it with safetensors (peft's default), or set allow_pickle=true if you trust its source")
 
 
 def _load_errors(source: ModelSource, e: Exception) -> BertctlError:

@@ -5,6 +5,13 @@ model with `extra="forbid"`), so a typo is an error naming the key and the valid
 never a silently ignored setting. Built-in recipes live in `bertctl/recipes/` (the
 repository's `recipes/` points there) so they ship with the installed package.
 
+Types are strict (why): YAML 1.1 reads `no` as false, `2024-01-01` as a date and
+`010` as 8, and pydantic's lax mode then turns `true` into 1 or "yes" into True, so a
+recipe could quietly mean something else than it says. Recipes are read with YAML 1.2's
+core rules (only true/false are booleans, no dates, `1e-4` is a number), validated in
+pydantic's strict mode (no bool<->number<->text conversions; an int is still a valid
+float), and a key given twice is an error naming both lines instead of "the last wins".
+
 Loading order (why): the file is validated first with relative paths resolved against
 the recipe's own folder, then the command-line overrides are applied on top and the
 result validated again with paths resolved against the working directory.
@@ -13,12 +20,13 @@ result validated again with paths resolved against the working directory.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError, ValidationInfo
 
 from bertctl.errors import BertctlError
 
@@ -28,7 +36,7 @@ RECIPES_DIR = Path(__file__).parent / "recipes"
 class Section(BaseModel):
     """Base of every recipe block: unknown keys are errors, not silently dropped."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), strict=True)
 
 
 def _resolve_path(value: str | None, info: ValidationInfo) -> str | None:
@@ -41,14 +49,87 @@ def _resolve_path(value: str | None, info: ValidationInfo) -> str | None:
         return value
     base = Path((info.context or {}).get("base", "."))
     candidate = base / value
-    if value.startswith(".") or candidate.exists():
-        return str(candidate.resolve())
+    try:
+        exists = candidate.exists()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte: no such file
+        exists = False
+    if value.startswith(".") or exists:
+        try:
+            return str(candidate.resolve())
+        except (OSError, RuntimeError):  # a link loop: left for the reader to report
+            return str(candidate.absolute())
     return value
 
 
 PathStr = Annotated[str, AfterValidator(_resolve_path)]
 OptionalPath = Annotated[str | None, AfterValidator(_resolve_path)]
 Precision = Literal["bf16", "fp32", "fp16"]
+# YAML has no tuples: a recipe writes [0, -1] (strict mode alone would refuse the list)
+IntPair = Annotated[tuple[int, int], BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v)]
+
+
+# ----------------------------------------------------------------------------- YAML
+
+_BOOL, _INT, _FLOAT, _TIME = ("tag:yaml.org,2002:" + t for t in ("bool", "int", "float", "timestamp"))
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key, line: int, first: int):
+        self.key, self.line, self.first = key, line, first
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """yaml.SafeLoader with YAML 1.2 core-schema scalars and duplicate keys refused."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                if key in seen:
+                    raise _DuplicateKey(key, key_node.start_mark.line + 1, seen[key])
+                seen[key] = key_node.start_mark.line + 1
+            except TypeError:  # an unhashable key: the base class reports it as malformed YAML
+                break
+        return super().construct_mapping(node, deep=deep)
+
+
+RecipeLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _INT, _FLOAT, _TIME)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+RecipeLoader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+RecipeLoader.add_implicit_resolver(_INT, re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+                                   list("-+0123456789"))
+RecipeLoader.add_implicit_resolver(
+    _FLOAT, re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
+# "010" is 10, not octal 8; 0o17 and 0x1f are the explicit forms
+RecipeLoader.add_constructor(_INT, lambda loader, node: (
+    lambda v: int(v, 0) if v[:2].lower() in ("0o", "0x") else int(v))(loader.construct_scalar(node)))
+
+_MAX_VALUES = 100_000  # aliases can make a small file expand into a huge tree ("billion laughs")
+
+
+def _count(value, budget: list[int]) -> None:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ValueError
+    for child in value.values() if isinstance(value, dict) else value if isinstance(value, list) else ():
+        _count(child, budget)
+
+
+def parse_yaml(text: str) -> Any:
+    """The YAML rules of recipes (see the module docstring); raises yaml.YAMLError or _DuplicateKey."""
+    loader = RecipeLoader(text)  # what yaml.safe_load does, with these rules
+    try:
+        return loader.get_single_data()
+    except (ValueError, TypeError, AttributeError, OverflowError) as e:
+        # PyYAML's constructors fail this way on explicitly tagged values (!!int abc, !!timestamp 2020-13-45)
+        raise yaml.constructor.ConstructorError(problem=f"a value that cannot be read ({type(e).__name__})") from None
+    finally:
+        loader.dispose()
 
 
 # ----------------------------------------------------------------------------- files
@@ -82,19 +163,41 @@ def read_yaml(path: Path) -> dict:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise BertctlError(f"recipe {path} is not UTF-8 text", fix="save it as UTF-8") from None
+    except OSError as e:  # a folder named x.yaml, a broken link, no permission
+        raise BertctlError(f"cannot read recipe {path} ({e.strerror or e})", fix="pass a readable .yaml file") from None
     try:
-        data = yaml.safe_load(text)  # never yaml.load: a recipe must not construct objects
-    except yaml.YAMLError as e:
+        data = parse_yaml(text)  # a SafeLoader: a recipe must never construct objects
+    except _DuplicateKey as e:
+        raise BertctlError(f"recipe {path} line {e.line}: key {e.key!r} is given twice (first on line {e.first})",
+                           fix="keep one of them (YAML would silently use the last)") from None
+    except (yaml.YAMLError, RecursionError) as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        problem = getattr(e, "problem", None) or (str(e).splitlines() or [type(e).__name__])[0]
         raise BertctlError(f"recipe {path}{where}: malformed YAML ({problem})", fix="fix the YAML syntax") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise BertctlError(f"recipe {path} must be a mapping of keys to values, not {type(data).__name__}",
                            fix="write it as `key: value` lines")
+    try:
+        _count(data, [_MAX_VALUES])
+    except (ValueError, RecursionError):
+        raise BertctlError(f"recipe {path} expands to more than {_MAX_VALUES:,} values (YAML aliases?)",
+                           fix="write the recipe out without nested aliases") from None
+    bad = next((k for k in _keys(data) if not isinstance(k, str)), None)
+    if bad is not None:
+        raise BertctlError(f"recipe {path}: key {bad!r} is a {type(bad).__name__}, not a name",
+                           fix="recipe keys are names such as `train:` or `lr:` (quote it if it is one)")
     return data
+
+
+def _keys(data: dict, skip: tuple = ("labels", "per_task")):
+    """Every key of the nested sections (the values of label maps may have any keys)."""
+    for key, value in data.items():
+        yield key
+        if isinstance(value, dict) and key not in skip:
+            yield from _keys(value, skip)
 
 
 # ------------------------------------------------------------------------- overrides
@@ -108,8 +211,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise BertctlError(f"override '{item}' has an empty key", fix="write overrides like train.lr=3e-4")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        value = parse_yaml(raw) if raw.strip() else ""
+    except (yaml.YAMLError, _DuplicateKey, RecursionError):
         value = raw
     return key.split("."), value
 
@@ -168,8 +271,23 @@ def describe_errors(e: ValidationError, schema: type[BaseModel], source: str) ->
         elif isinstance(err.get("input"), dict):  # a whole section failed a check: the message says why
             problems.append(f"{key}: {err['msg'].lower()}")
         else:
-            problems.append(f"{key}: {err['msg'].lower()}, got {err.get('input')!r}")
+            problems.append(f"{key}: {err['msg'].lower()}, got {err.get('input')!r}{_type_hint(err)}")
     return f"recipe {source}: " + "; ".join(problems)
+
+
+def _type_hint(err: dict) -> str:
+    """Why a value of the wrong type is refused, when YAML made it so: a name like `no`
+    or `1` that YAML reads as a boolean or number, or a boolean given for a number."""
+    value, kind = err.get("input"), err["type"]
+    if kind == "string_type" and isinstance(value, (bool, int, float)):
+        return " (YAML reads that as a " + ("boolean" if isinstance(value, bool) else "number") + ": quote it, e.g. '1')"
+    if kind in ("int_type", "float_type") and isinstance(value, bool):
+        return " (a boolean is not a number: write the number)"
+    if kind in ("int_type", "float_type") and isinstance(value, str):
+        return " (text is not a number: write it without quotes)"
+    if kind == "bool_type":
+        return " (write true or false)"
+    return ""
 
 
 def validate(schema: type[BaseModel], data: dict, source: str, base: Path) -> BaseModel:
@@ -195,8 +313,56 @@ def load(schema: type[BaseModel], source: str | None, overrides: list[str], defa
     return validate(schema, merged, f"{path.name} (with overrides)", Path.cwd()), path
 
 
+def refuse_unused(unused: list[tuple[list[str], str]], path: Path, overrides: list[str]) -> None:
+    """Settings that would do nothing in the combination given, as one error: a value the
+    run silently ignores is a result the user did not ask for. `unused`: (dotted keys, why).
+    Only what the user set counts: an override, or a key of their own recipe file (a
+    built-in recipe's World settings are a fallback that data.train= rightly replaces)."""
+    given = [o.split("=", 1)[0].strip() for o in overrides]
+    own = {} if path.parent.resolve() == RECIPES_DIR.resolve() else read_yaml(path)
+
+    def set_by_user(key: str) -> bool:
+        if any(key == g or key.startswith(g + ".") for g in given):
+            return True
+        node: Any = own
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        return True
+
+    found = [(keys, why) for keys, why in ((list(filter(set_by_user, ks)), why) for ks, why in unused) if keys]
+    if found:
+        (keys, why), rest = found[0], [k for ks, _ in found[1:] for k in ks]
+        more = f" (so would {', '.join(rest)})" if rest else ""
+        raise BertctlError(f"{', '.join(keys)} would do nothing here: {why}{more}",
+                           fix="drop it, or change what it depends on")
+
+
+def changed(section: BaseModel, default: BaseModel) -> list[str]:
+    """The keys of a section whose values differ from the defaults."""
+    return [k for k in type(section).model_fields if getattr(section, k) != getattr(default, k)]
+
+
 def dump(recipe: BaseModel) -> str:
     return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+
+
+def differing_keys(old_text: str, new_text: str) -> list[str]:
+    """The dotted keys whose values differ between two recipe texts (comments ignored)."""
+    def flat(value, prefix="") -> dict:
+        if isinstance(value, dict) and value:
+            out = {}
+            for k, v in value.items():
+                out.update(flat(v, f"{prefix}{k}."))
+            return out
+        return {prefix.rstrip("."): value}
+
+    try:
+        old, new = flat(parse_yaml(old_text) or {}), flat(parse_yaml(new_text) or {})
+    except (yaml.YAMLError, _DuplicateKey, RecursionError):
+        return ["(the recorded recipe.yaml is unreadable)"]
+    return sorted(k for k in old.keys() | new.keys() if old.get(k, "<unset>") != new.get(k, "<unset>"))
 
 
 # --------------------------------------------------------------- `bertctl recipes ...`

@@ -371,9 +371,11 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, kind: str = PLAIN, 
         rng = load_file(str(path / "rng.safetensors"))["torch_rng"]
     except (OSError, ValueError, SafetensorError, KeyError) as e:
         raise _damaged(path, e) from None
-    missing = set(trainable_state(model)) - set(weights)
+    own = trainable_state(model)
+    missing = set(own) - set(weights)
     if missing:
         raise _mismatch(path, missing)
+    _check_shapes(path, {n: own[n].shape for n in own}, weights)
     model.load_state_dict(weights, strict=False)
     optimizer.load_state_dict({"state": _optimizer_entries(state["optimizer_layout"], opt_tensors),
                                "param_groups": state["param_groups"]})
@@ -385,6 +387,18 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, kind: str = PLAIN, 
 def _mismatch(path: Path, missing: set) -> BertctlError:
     return BertctlError(f"checkpoint {path} does not match this model ({len(missing)} parameters missing, e.g. {sorted(missing)[0]})",
                         fix="resume with the same recipe the run was started with")
+
+
+def _check_shapes(path: Path, shapes: dict, weights: dict) -> None:
+    """A checkpoint of a model of another size (hidden, vocabulary, positions) has the
+    same parameter names but other shapes: say so, instead of load_state_dict's RuntimeError."""
+    wrong = [n for n, shape in shapes.items() if n in weights and tuple(weights[n].shape) != tuple(shape)]
+    if wrong:
+        n = wrong[0]
+        raise BertctlError(f"checkpoint {path} holds a model of another shape ({len(wrong)} parameters differ, e.g. "
+                           f"{n}: {list(weights[n].shape)} in the checkpoint, {list(shapes[n])} in this model)",
+                           fix="resume with the recipe the run was started with (its recipe.yaml), "
+                               "or start a new run with another --out")
 
 
 def _load_sharded(path: Path, state: dict, model, optimizer, scheduler, names: list[str] | None) -> dict:
@@ -412,6 +426,13 @@ def _load_sharded(path: Path, state: dict, model, optimizer, scheduler, names: l
         order = [by_id.get(id(p)) for g in optimizer.param_groups for p in g["params"]]
         if missing:
             error = _mismatch(path, missing)
+        elif broadcast:  # FSDP2: a DTensor's shape is the full one (FSDP1 holds flat shards: not comparable)
+            try:
+                _check_shapes(path, {_clean(n): p.shape for n, p in model.named_parameters()}, weights)
+            except BertctlError as e:
+                error = e
+        if error is not None:
+            pass
         elif None in order or len(order) != sum(len(g["params"]) for g in state["param_groups"]):
             error = _mismatch(path, {"(optimizer parameters)"})
         else:

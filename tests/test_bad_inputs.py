@@ -31,6 +31,8 @@ from .test_finetune import tiny  # noqa: F401  (session fixture)
 TINY_PRETRAIN = ["data.world.n_docs=200", "model.hidden=32", "model.heads=2", "model.intermediate=64",
                  "model.layers=1", "model.max_length=32", "tokenizer.vocab_size=200", "train.batch_size=8",
                  "train.max_steps=4", "train.save_every=2", "train.precision=fp32", "eval.max_sequences=16"]
+# the same for a corpus file or a checkpoint's tokenizer: World and tokenizer-training settings would do nothing
+TINY_FILE_PRETRAIN = [a for a in TINY_PRETRAIN if not a.startswith(("data.world.", "tokenizer."))]
 TINY_FINETUNE = ["model.max_length=32", "train.epochs=1", "train.batch_size=8", "train.precision=fp32"]
 
 
@@ -39,14 +41,15 @@ class Row:
     name: str
     expect: str  # regex the error line must match
     make: Callable[[Path, dict], list[str]]  # (folder, fixtures) -> argv
+    env: Callable[[Path], dict] | None = None  # (folder) -> environment variables for the call
 
 
 ROWS: list[Row] = []
 
 
-def row(name: str, expect: str):
+def row(name: str, expect: str, env: Callable[[Path], dict] | None = None):
     def register(make):
-        ROWS.append(Row(name, expect, make))
+        ROWS.append(Row(name, expect, make, env))
         return make
 
     return register
@@ -175,11 +178,23 @@ def _(d, fx):
     return ["pretrain", *TINY_PRETRAIN, f"data.cache_dir={fx['cache']}", "--out", str(d / "run"), "--resume"]
 
 
+def _unfinish(run: Path) -> None:
+    """Make a copy of a finished run look like one killed after its last checkpoint (a
+    finished run resumed does nothing, so damage there would go unread)."""
+    import shutil
+
+    shutil.rmtree(run / "model")
+    (run / "metrics.json").unlink()
+    record = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**record, "status": "running"}))
+
+
 def _pretrain_checkpoint(d: Path, fx: dict, damage: Callable[[Path], None]) -> list[str]:
     """A run folder whose newest checkpoint is damaged, resumed."""
     import shutil
 
     shutil.copytree(fx["pretrain_run"], d / "run")
+    _unfinish(d / "run")
     damage(d / "run" / "checkpoints" / "step-0000004")
     return ["pretrain", *TINY_PRETRAIN, f"data.cache_dir={fx['cache']}", "--out", str(d / "run"), "--resume"]
 
@@ -228,12 +243,12 @@ def _(d, fx):
 
 @row("pretrain: hub id while offline", r"'bert-base-uncased' is neither a local folder nor reachable: HF_HUB_OFFLINE")
 def _(d, fx):
-    return ["pretrain", *TINY_PRETRAIN, "model.init=bert-base-uncased", f"data.cache_dir={fx['cache']}"]
+    return ["pretrain", *TINY_FILE_PRETRAIN, "model.init=bert-base-uncased", f"data.cache_dir={fx['cache']}"]
 
 
 @row("pretrain: pickle-only checkpoint", r"holds only pickle weights .*allow_pickle=true")
 def _(d, fx):
-    return ["pretrain", *TINY_PRETRAIN, f"model.init={pickle_model(d / 'pickled')}", f"data.cache_dir={fx['cache']}"]
+    return ["pretrain", *TINY_FILE_PRETRAIN, f"model.init={pickle_model(d / 'pickled')}", f"data.cache_dir={fx['cache']}"]
 
 
 @row("finetune: model path that is not a model", r"not-a-model is not a model")
@@ -323,30 +338,30 @@ def _(d, fx):
 
 @row("pretrain: empty corpus", r"empty\.txt holds no text\. check the path")
 def _(d, fx):
-    return ["pretrain", *TINY_PRETRAIN, f"data.source={write(d / 'empty.txt', '')}", f"data.cache_dir={fx['cache']}"]
+    return ["pretrain", *TINY_FILE_PRETRAIN, f"data.source={write(d / 'empty.txt', '')}", f"data.cache_dir={fx['cache']}"]
 
 
 @row("pretrain: corpus that is not UTF-8", r"latin1\.txt is not valid UTF-8 text \(line 1\)\. re-encode")
 def _(d, fx):
     text = ("the caf\xe9 was open .\nwe sat down .\n\n" * 50).encode("latin-1")
-    return ["pretrain", *TINY_PRETRAIN, f"data.source={write(d / 'latin1.txt', text)}", f"data.cache_dir={fx['cache']}"]
+    return ["pretrain", *TINY_FILE_PRETRAIN, f"data.source={write(d / 'latin1.txt', text)}", f"data.cache_dir={fx['cache']}"]
 
 
 @row("pretrain: JSON lines without the text field", r"line 1 has no 'text' field \(has: body\)\. set data\.text_field")
 def _(d, fx):
-    return ["pretrain", *TINY_PRETRAIN, f"data.source={jsonl(d / 'docs.jsonl', [{'body': 'a b c .'}] * 20)}",
+    return ["pretrain", *TINY_FILE_PRETRAIN, f"data.source={jsonl(d / 'docs.jsonl', [{'body': 'a b c .'}] * 20)}",
             f"data.cache_dir={fx['cache']}"]
 
 
 @row("pretrain: malformed JSON line", r"line 2 is not valid JSON")
 def _(d, fx):
     docs = write(d / "docs.jsonl", '{"text": "a ."}\n{oops\n')
-    return ["pretrain", *TINY_PRETRAIN, f"data.source={docs}", f"data.cache_dir={fx['cache']}"]
+    return ["pretrain", *TINY_FILE_PRETRAIN, f"data.source={docs}", f"data.cache_dir={fx['cache']}"]
 
 
 @row("pretrain: dataset id while offline", r"cannot load the dataset 'someone/no-such-corpus'")
 def _(d, fx):
-    return ["pretrain", *TINY_PRETRAIN, "data.source=someone/no-such-corpus", f"data.cache_dir={fx['cache']}"]
+    return ["pretrain", *TINY_FILE_PRETRAIN, "data.source=someone/no-such-corpus", f"data.cache_dir={fx['cache']}"]
 
 
 @row("finetune: train file missing", r"missing\.tsv: no such file\. check the path")
@@ -438,6 +453,731 @@ def _(d, fx):
     return ["probe", "similarity", f"similarity.file={d / 'missing.txt'}", "--model", str(fx["tiny"])]
 
 
+# ---------------------------------------------------------------------- issue 12: run folders
+
+
+FT_DATA = "ft-data"  # the finished finetune run of the fixtures trained on these files
+
+
+def _ft_argv(d: Path, fx: dict, *extra: str) -> list[str]:
+    """The command the fixture's finetune run was made with, its data files under d."""
+    return ["finetune", "--task", "cls", f"model.name_or_path={fx['tiny']}", f"data.train={d / FT_DATA / 'train.tsv'}",
+            f"data.dev={d / FT_DATA / 'dev.tsv'}", *TINY_FINETUNE, *extra]
+
+
+def _ft_copy(d: Path, fx: dict, finished: bool = False) -> Path:
+    """A copy of the fixtures' finetune run (and its data) under d, as if it had been made
+    there: paths in recipe.yaml and run.json point at d's copies, whose fingerprints hold."""
+    import shutil
+
+    from bertctl.runs import fingerprint
+
+    shutil.copytree(fx["finetune_data"], d / FT_DATA)
+    run = d / "ft-run"
+    shutil.copytree(fx["finetune_run"], run)
+    for name in ("recipe.yaml", "run.json"):
+        text = (run / name).read_text().replace(str(fx["finetune_data"]), str(d / FT_DATA))
+        (run / name).write_text(text)
+    record = json.loads((run / "run.json").read_text())
+    record["inputs"] = {k: fingerprint(Path(v["path"])) for k, v in record["inputs"].items()}
+    (run / "run.json").write_text(json.dumps(record))
+    if not finished:
+        _unfinish(run)
+    return run
+
+
+_HELD_FDS: list[int] = []  # locks rows hold for the length of their command (released by the test)
+
+
+def _hold_lock(folder: Path, command: str = "pretrain") -> None:
+    """Another live command holding the folder's lock (this process, through another file)."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / ".bertctl.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.pwrite(fd, json.dumps({"pid": 4242, "host": "elsewhere", "command": command, "since": "now"}).encode(), 0)
+    _HELD_FDS.append(fd)
+
+
+@row("finetune --resume with another --task", r"the recipe differs from the one .*ft-run was started with \(in .*task.*\)\. resume with the same")
+def _(d, fx):
+    run = _ft_copy(d, fx)
+    return [a if a != "cls" else "nli" for a in _ft_argv(d, fx, "--out", str(run), "--resume")]
+
+
+@row("finetune --resume with another override", r"the recipe differs .* \(in train\.lr\)")
+def _(d, fx):
+    run = _ft_copy(d, fx)
+    return _ft_argv(d, fx, "train.lr=0.5", "--out", str(run), "--resume")
+
+
+@row("finetune --resume into a pretrain run folder", r"cannot resume .*run: it is a `bertctl pretrain` run, not a finetune run\. continue it with `bertctl pretrain")
+def _(d, fx):
+    import shutil
+
+    shutil.copytree(fx["pretrain_run"], d / "run")
+    _unfinish(d / "run")
+    return ["finetune", "--task", "cls", f"model.name_or_path={fx['tiny']}", "--out", str(d / "run"), "--resume"]
+
+
+@row("pretrain --resume into a finetune run folder", r"it is a `bertctl finetune` run, not a pretrain run")
+def _(d, fx):
+    run = _ft_copy(d, fx)
+    return ["pretrain", *TINY_PRETRAIN, f"data.cache_dir={fx['cache']}", "--out", str(run), "--resume"]
+
+
+@row("finetune --resume of a folder without run.json into another command", r"it is a `bertctl pretrain` run")
+def _(d, fx):
+    write(d / "old" / "recipe.yaml", "command: pretrain\ntrain:\n  max_steps: 4\n")
+    return ["finetune", "--task", "cls", "--out", str(d / "old"), "--resume"]
+
+
+@row("second command on a folder in use (--resume)", r"run folder .*busy is in use by `bertctl pretrain`, pid 4242 on elsewhere.*\. wait for that command to finish, or choose another --out")
+def _(d, fx):
+    _hold_lock(d / "busy")
+    return ["pretrain", *TINY_PRETRAIN, f"data.cache_dir={fx['cache']}", "--out", str(d / "busy"), "--resume"]
+
+
+@row("second command on a folder in use (new run)", r"busy is in use by `bertctl finetune`")
+def _(d, fx):
+    _hold_lock(d / "busy", "finetune")
+    write(d / "busy" / "log.txt", "2026-01-01T00:00:00 started\n")
+    return ["finetune", "--task", "cls", "--out", str(d / "busy")]
+
+
+@row("second command on a finished run in use", r"ft-run is in use by")
+def _(d, fx):
+    run = _ft_copy(d, fx, finished=True)
+    _hold_lock(run, "finetune")
+    return _ft_argv(d, fx, "--out", str(run), "--resume")
+
+
+@row("finetune --resume after the training file changed", r"cannot resume .*ft-run: input data\.train \(.*train\.tsv: .*\) changed since the run started\. restore the original")
+def _(d, fx):
+    run = _ft_copy(d, fx)
+    with open(d / FT_DATA / "train.tsv", "a") as f:
+        f.write("one more row .\tpositive\n")
+    return _ft_argv(d, fx, "--out", str(run), "--resume")
+
+
+@row("finetune --resume after the dev file was edited in place", r"input data\.dev \(.*dev\.tsv: same size, other content\) changed")
+def _(d, fx):
+    run = _ft_copy(d, fx)
+    dev = d / FT_DATA / "dev.tsv"
+    dev.write_text(dev.read_text().replace("good", "gooD"))
+    return _ft_argv(d, fx, "--out", str(run), "--resume")
+
+
+@row("finetune --resume after the dev file was deleted", r"input data\.dev \(.*dev\.tsv: gone\) changed")
+def _(d, fx):
+    run = _ft_copy(d, fx)
+    (d / FT_DATA / "dev.tsv").unlink()
+    return _ft_argv(d, fx, "--out", str(run), "--resume")
+
+
+@row("--resume of a file", r"cannot resume: .*notes\.txt is a file\. pass the --out folder")
+def _(d, fx):
+    return ["pretrain", "--out", str(write(d / "notes.txt", "x\n")), "--resume"]
+
+
+@row("--out that is a file", r"run folder .*notes\.txt is a file\. choose another --out")
+def _(d, fx):
+    return ["finetune", "--task", "cls", "--out", str(write(d / "notes.txt", "x\n"))]
+
+
+@row("pretrain --resume without --out", r"--resume needs the run folder\. pass --out runs/pretrain-")
+def _(d, fx):
+    return ["pretrain", "--resume"]
+
+
+@row("finetune --resume without --out", r"--resume needs the run folder\. pass --out runs/finetune-")
+def _(d, fx):
+    return ["finetune", "--task", "cls", "--resume"]
+
+
+@row("pretrain --resume: checkpoint of a model of another shape", r"checkpoint .*step-0000004 holds a model of another shape \(\d+ parameters differ, e\.g\. .*\)\. resume with the recipe the run was started with")
+def _(d, fx):
+    def reshape(ckpt):
+        import torch
+        from safetensors.torch import load_file, save_file
+
+        weights = load_file(str(ckpt / "model.safetensors"))
+        name = next(n for n, t in weights.items() if t.ndim == 2)
+        weights[name] = torch.zeros(weights[name].shape[0] + 3, weights[name].shape[1])
+        save_file(weights, str(ckpt / "model.safetensors"))
+
+    return _pretrain_checkpoint(d, fx, reshape)
+
+
+# ---------------------------------------------------------------------- issue 12: strict recipes
+
+
+@row("duplicate key in a recipe", r"recipe .*dup\.yaml line 4: key 'lr' is given twice \(first on line 3\)\. keep one of them")
+def _(d, fx):
+    return ["pretrain", str(write(d / "dup.yaml", "command: pretrain\ntrain:\n  lr: 0.001\n  lr: 0.1\n"))]
+
+
+@row("duplicate section in a recipe", r"line 5: key 'train' is given twice \(first on line 2\)")
+def _(d, fx):
+    return ["pretrain", str(write(d / "dup.yaml", "command: pretrain\ntrain:\n  lr: 0.001\nmodel: {}\ntrain:\n  max_steps: 3\n"))]
+
+
+@row("recipes validate: duplicate key", r"key 'task' is given twice")
+def _(d, fx):
+    return ["recipes", "validate", str(write(d / "dup.yaml", "command: finetune\ntask: cls\ntask: nli\n"))]
+
+
+@row("a boolean where a number belongs", r"train\.batch_size: input should be a valid integer, got True \(a boolean is not a number")
+def _(d, fx):
+    return ["pretrain", "train.batch_size=true"]
+
+
+@row("a fractional number where a whole one belongs", r"train\.max_steps: input should be a valid integer, got 10\.5")
+def _(d, fx):
+    return ["pretrain", "train.max_steps=10.5"]
+
+
+@row("yes/no where a boolean belongs", r"merge: input should be a valid boolean, got 'yes' \(write true or false\)")
+def _(d, fx):
+    return ["finetune", "--task", "cls", "method=lora", "merge=yes"]
+
+
+@row("a number where text belongs, in a file", r"data\.columns\.label: input should be a valid string, got 1 \(YAML reads that as a number: quote it")
+def _(d, fx):
+    return ["finetune", str(write(d / "cols.yaml", "command: finetune\ndata:\n  columns:\n    label: 1\n"))]
+
+
+@row("a boolean where text belongs, in a file", r"model\.name_or_path: input should be a valid string, got True \(YAML reads that as a boolean")
+def _(d, fx):
+    return ["finetune", str(write(d / "m.yaml", "command: finetune\nmodel:\n  name_or_path: true\n"))]
+
+
+@row("quoted text where a number belongs", r"train\.lr: input should be a valid number, got '0\.1' \(text is not a number: write it without quotes\)")
+def _(d, fx):
+    return ["pretrain", str(write(d / "lr.yaml", "command: pretrain\ntrain:\n  lr: '0.1'\n"))]
+
+
+@row("a number for a choice", r"train\.precision: input should be 'bf16', 'fp32' or 'fp16', got 16")
+def _(d, fx):
+    return ["pretrain", "train.precision=16"]
+
+
+@row("a list where a number belongs", r"train\.lr: input should be a valid number, got \[1, 2\]")
+def _(d, fx):
+    return ["pretrain", "train.lr=[1, 2]"]
+
+
+@row("a non-name key in a recipe", r"recipe .*keys\.yaml: key 1 is a int, not a name\. recipe keys are names")
+def _(d, fx):
+    return ["pretrain", str(write(d / "keys.yaml", "command: pretrain\ntrain:\n  1: 2\n"))]
+
+
+@row("a recipe of self-referencing aliases", r"expands to more than 100,000 values \(YAML aliases\?\)")
+def _(d, fx):
+    return ["pretrain", str(write(d / "loop.yaml", "command: pretrain\ntrain: &a [*a]\n"))]
+
+
+@row("a recipe of exponential aliases", r"expands to more than 100,000 values")
+def _(d, fx):
+    lines = ["command: pretrain", "a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 7)]
+    return ["pretrain", str(write(d / "laughs.yaml", "\n".join(lines) + "\n"))]
+
+
+@row("a folder named like a recipe file", r"cannot read recipe .*folder\.yaml \(Is a directory\)\. pass a readable \.yaml file")
+def _(d, fx):
+    (d / "folder.yaml").mkdir()
+    return ["pretrain", str(d / "folder.yaml")]
+
+
+@row("override without '='", r"'train\.max_steps' looks like an override without '='\. write overrides as key=value, e\.g\. train\.max_steps=VALUE")
+def _(d, fx):
+    return ["pretrain", "train.max_steps", "50"]
+
+
+@row("override without '=' after a recipe", r"'model\.layers' looks like an override without '='")
+def _(d, fx):
+    return ["finetune", "finetune_cls", "model.layers"]
+
+
+@row("override with an empty key part", r"override 'train\.\.lr=1' has an empty key")
+def _(d, fx):
+    return ["pretrain", "train..lr=1"]
+
+
+@row("override into a value", r"override 'train\.lr\.x=1': lr is a value, not a section\. set train\.lr directly")
+def _(d, fx):
+    return ["pretrain", "train.lr.x=1"]
+
+
+@row("unknown top-level key", r"colour: unknown key \(valid: .*train")
+def _(d, fx):
+    return ["finetune", "--task", "cls", "colour=blue"]
+
+
+@row("tab-indented recipe", r"malformed YAML")
+def _(d, fx):
+    return ["pretrain", str(write(d / "tabs.yaml", "command: pretrain\ntrain:\n\tlr: 0.1\n"))]
+
+
+@row("pretrain given a finetune recipe", r"recipe finetune_cls\.yaml is for `bertctl finetune`, not `bertctl pretrain`")
+def _(d, fx):
+    return ["pretrain", "finetune_cls"]
+
+
+@row("recipes show: no such recipe", r"no recipe named nosuch")
+def _(d, fx):
+    return ["recipes", "show", "nosuch"]
+
+
+@row("recipes validate: wrong type", r"train\.max_steps: input should be a valid integer, got 'ten'")
+def _(d, fx):
+    return ["recipes", "validate", str(write(d / "t.yaml", "command: pretrain\ntrain:\n  max_steps: ten\n"))]
+
+
+# ---------------------------------------------------------------------- issue 12: settings that do nothing
+
+
+@row("finetune --merge with full fine-tuning", r"merge would do nothing here: method=full has no adapter to merge.*\. drop it")
+def _(d, fx):
+    return ["finetune", "--task", "cls", "--merge"]
+
+
+@row("finetune lora.* with full fine-tuning", r"lora\.r would do nothing here: method=full trains no adapter")
+def _(d, fx):
+    return ["finetune", "--task", "cls", "lora.r=4"]
+
+
+@row("finetune quant.* without QLoRA", r"quant\.bits would do nothing here: method=lora quantises nothing")
+def _(d, fx):
+    return ["finetune", "--task", "cls", "method=lora", "quant.bits=8"]
+
+
+@row("finetune qa.* on a classification task", r"qa\.doc_stride would do nothing here: task cls is not question answering")
+def _(d, fx):
+    return ["finetune", "--task", "cls", "qa.doc_stride=32"]
+
+
+@row("finetune dna.* on another task", r"dna\.kmer would do nothing here: task nli is not dna")
+def _(d, fx):
+    return ["finetune", "--task", "nli", "dna.kmer=3"]
+
+
+@row("finetune data.world.* with data files", r"data\.world\.train would do nothing here: data comes from files")
+def _(d, fx):
+    rows = sentiment_rows(8)
+    return ["finetune", "--task", "cls", f"data.train={tsv(d / 'train.tsv', ['sentence', 'label'], rows)}",
+            f"data.dev={tsv(d / 'dev.tsv', ['sentence', 'label'], rows)}", "data.world.train=50"]
+
+
+@row("finetune: several dead settings at once", r"lora\.alpha would do nothing here: .* \(so would dna\.kmer\)")
+def _(d, fx):
+    return ["finetune", "--task", "cls", "lora.alpha=4", "dna.kmer=2"]
+
+
+@row("pretrain span settings without span masking", r"objective\.span_p would do nothing here: only masking=span draws spans \(masking=token\)")
+def _(d, fx):
+    return ["pretrain", "objective.span_p=0.3"]
+
+
+@row("pretrain masking settings for a causal LM", r"objective\.masking, objective\.mask_rate would do nothing here: a causal LM masks nothing")
+def _(d, fx):
+    return ["pretrain", "objective.kind=causal", "objective.pairs=none", "objective.masking=span", "objective.mask_rate=0.3"]
+
+
+@row("pretrain short_seq_prob without pairs", r"objective\.short_seq_prob would do nothing here: pairs=none")
+def _(d, fx):
+    return ["pretrain", "objective.pairs=none", "objective.short_seq_prob=0.5"]
+
+
+@row("pretrain World settings with a corpus file", r"data\.world\.n_docs would do nothing here: data\.source is set")
+def _(d, fx):
+    return ["pretrain", *TINY_PRETRAIN, f"data.source={write(d / 'c.txt', 'a b .' * 5)}"]
+
+
+@row("pretrain tokenizer settings with a reused tokenizer", r"tokenizer\.vocab_size would do nothing here: the tokenizer of minilm is reused, not trained")
+def _(d, fx):
+    return ["pretrain", "model.init=minilm", "tokenizer.vocab_size=500"]
+
+
+@row("dead settings in the user's own recipe file", r"lora\.r would do nothing here")
+def _(d, fx):
+    return ["finetune", str(write(d / "mine.yaml", "command: finetune\nmethod: full\nlora:\n  r: 4\n"))]
+
+
+# ---------------------------------------------------------------------- issue 12: labels
+
+
+@row("classification with fractional labels", r"train\.tsv: the cls task needs class labels, but \d+ label\(s\) are fractional, NaN or infinite numbers \(row 1: '0\.25'\)\. use --task regression")
+def _(d, fx):
+    rows = [[f"the film {i} .", f"{i / 4 + 0.25}"] for i in range(8)]
+    return ["finetune", "--task", "cls", f"data.train={tsv(d / 'train.tsv', ['sentence', 'label'], rows)}",
+            f"data.dev={tsv(d / 'dev.tsv', ['sentence', 'label'], rows)}"]
+
+
+@row("classification with NaN labels", r"train\.jsonl: the cls task needs class labels, .* \(row 3: nan\)\. use --task regression")
+def _(d, fx):
+    rows = [{"text": f"film {i} .", "label": 1} for i in range(6)]
+    rows[2]["label"] = float("nan")
+    return ["finetune", "--task", "cls", f"data.train={jsonl(d / 'train.jsonl', rows)}", f"data.dev={jsonl(d / 'dev.jsonl', rows[:2])}"]
+
+
+@row("NLI with infinite labels", r"the nli task needs class labels.*\(row 1: '1e400'\)")
+def _(d, fx):
+    rows = [["a man sleeps .", "a person sleeps .", "1e400" if i == 0 else i % 2] for i in range(6)]
+    return ["finetune", "--task", "nli", f"data.train={tsv(d / 'train.tsv', ['premise', 'hypothesis', 'label'], rows)}",
+            f"data.dev={tsv(d / 'dev.tsv', ['premise', 'hypothesis', 'label'], rows[1:])}"]
+
+
+@row("regression with a NaN target", r"train\.jsonl: 1 label\(s\) are NaN or infinite \(row 2: nan\)\. drop or fix those rows")
+def _(d, fx):
+    rows = [{"sentence1": f"a man plays {i} .", "sentence2": "a person plays .", "label": i / 2} for i in range(6)]
+    rows[1]["label"] = float("nan")
+    return ["finetune", "--task", "regression", f"data.train={jsonl(d / 'train.jsonl', rows)}",
+            f"data.dev={jsonl(d / 'dev.jsonl', rows[2:])}"]
+
+
+@row("regression with text labels", r"regression needs numeric labels, got text such as 'high'")
+def _(d, fx):
+    rows = [[f"a man plays {i} .", "a person plays .", "high"] for i in range(6)]
+    return ["finetune", "--task", "regression", f"data.train={tsv(d / 'train.tsv', ['sentence1', 'sentence2', 'label'], rows)}",
+            f"data.dev={tsv(d / 'dev.tsv', ['sentence1', 'sentence2', 'label'], rows)}"]
+
+
+@row("classification file whose labels are all empty", r"train\.tsv: no labelled rows left\. check the label column")
+def _(d, fx):
+    rows = [[f"film {i} .", "-"] for i in range(6)]
+    return ["finetune", "--task", "cls", f"data.train={tsv(d / 'train.tsv', ['sentence', 'label'], rows)}",
+            f"data.dev={tsv(d / 'dev.tsv', ['sentence', 'label'], sentiment_rows(4))}"]
+
+
+# ---------------------------------------------------------------------- issue 12: prompt labels, adapters
+
+
+def _prompt_file(d: Path, header: list[str], rows: list[list]) -> Path:
+    return tsv(d / "eval.tsv", header, rows)
+
+
+@row("prompt: misnamed label column", r"eval\.tsv has no column 'label' \(data\.label_column\); columns: text, sentiment\. set data\.label_column=sentiment")
+def _(d, fx):
+    rows = [[f"the film {i} was good .", "positive"] for i in range(12)]
+    return ["prompt", "--task", "mine", f"data.eval={_prompt_file(d, ['text', 'sentiment'], rows)}", "data.pool_size=4",
+            "template.input='Review: {text}'"]
+
+
+@row("prompt: label column set to a missing name", r"has no column 'gold' \(data\.label_column\); columns: text, verdict\. set data\.label_column to the label column, or drop")
+def _(d, fx):
+    rows = [[f"the film {i} was good .", "positive"] for i in range(12)]
+    return ["prompt", "--task", "mine", f"data.eval={_prompt_file(d, ['text', 'verdict'], rows)}", "data.pool_size=4",
+            "data.label_column=gold", "template.input='Review: {text}'"]
+
+
+@row("prompt: some rows without a label", r"eval row \d+ has no label in column 'label' \(\d+ of \d+ rows lack one\)\. give every row a label")
+def _(d, fx):
+    rows = [[f"the film {i} was good .", "positive" if i % 3 else ""] for i in range(12)]
+    return ["prompt", "--task", "mine", f"data.eval={_prompt_file(d, ['text', 'label'], rows)}", "data.pool_size=4",
+            "template.input='Review: {text}'"]
+
+
+@row("prompt: label words without a label column", r"has no column 'label' .*\. set data\.label_column to the label column, or drop data\.label_column/labels")
+def _(d, fx):
+    rows = [[f"the film {i} was good ."] for i in range(12)]
+    return ["prompt", "--task", "mine", f"data.eval={_prompt_file(d, ['text'], rows)}", "data.pool_size=4",
+            "template.input='Review: {text}'", "labels={positive: good}"]
+
+
+@row("prompt: evaluation file that is a folder", r"eval\.tsv is not a file but a folder\. pass a file, not a folder")
+def _(d, fx):
+    (d / "eval.tsv").mkdir()
+    return ["prompt", "--task", "mine", f"data.eval={d / 'eval.tsv'}", "template.input='{text}'"]
+
+
+@row("eval-only of a LoRA adapter stored as a pickle", r"the LoRA adapter in .*model is stored as a pickle \(adapter_model\.bin\).*\. save it with safetensors .* or set allow_pickle=true")
+def _(d, fx):
+    run = _ft_copy(d, fx, finished=True)
+    write(run / "model" / "adapter_config.json", json.dumps({"base_model_name_or_path": str(fx["tiny"]),
+                                                             "peft_type": "LORA"}))
+    write(run / "model" / "adapter_model.bin", b"\x80\x04 not loaded: pickle can run code")
+    return ["finetune", "--eval-only", str(run)]
+
+
+# ---------------------------------------------------------------------- issue 12: paths and caches
+
+
+def _link(path: Path, target: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(target, path)
+    return path
+
+
+@row("pretrain: cache folder that is a file", r"cache folder .*cache-file \(data\.cache_dir\) is not a folder .*\. point data\.cache_dir \(or BERTCTL_CACHE\) at a writable folder")
+def _(d, fx):
+    return ["pretrain", *TINY_PRETRAIN, f"data.cache_dir={write(d / 'cache-file', 'x')}"]
+
+
+@row("pretrain: cache folder inside a file", r"cache folder .*cache-file/sub \(data\.cache_dir\) is not a folder")
+def _(d, fx):
+    write(d / "cache-file", "x")
+    return ["pretrain", *TINY_PRETRAIN, f"data.cache_dir={d / 'cache-file' / 'sub'}"]
+
+
+@row("pretrain: BERTCTL_CACHE that is a file", r"cache folder .*env-cache \(BERTCTL_CACHE\) is not a folder", env=lambda d: {"BERTCTL_CACHE": str(write(d / "env-cache", "x"))})
+def _(d, fx):
+    return ["pretrain", *TINY_PRETRAIN]
+
+
+@row("pretrain: corpus that is a broken link", r"corpus\.txt is a broken symbolic link \(to .*gone\.txt, which does not exist\)\. point the link")
+def _(d, fx):
+    return ["pretrain", *TINY_FILE_PRETRAIN, f"data.source={_link(d / 'corpus.txt', str(d / 'gone.txt'))}", f"data.cache_dir={fx['cache']}"]
+
+
+@row("pretrain: corpus that is a link loop", r"loop-a\.txt is a loop of symbolic links\. point the link at a real file")
+def _(d, fx):
+    _link(d / "loop-b.txt", str(d / "loop-a.txt"))
+    return ["pretrain", *TINY_FILE_PRETRAIN, f"data.source={_link(d / 'loop-a.txt', str(d / 'loop-b.txt'))}", f"data.cache_dir={fx['cache']}"]
+
+
+@row("pretrain: one-document corpus", r"the corpus holds only one document, and every 20th document \(the first included\) is held out.*\. give more documents: .*blank line ends a document")
+def _(d, fx):
+    text = "".join(f"sentence {i} of the only document .\n" for i in range(40))
+    return ["pretrain", *TINY_FILE_PRETRAIN, f"data.source={write(d / 'one.txt', text)}", f"data.cache_dir={d / 'cache'}"]
+
+
+@row("pretrain: folder corpus without text files", r"(contains no \.txt files|cannot load the dataset)")
+def _(d, fx):
+    write(d / "docs" / "notes.md", "# not text\n")
+    return ["pretrain", *TINY_FILE_PRETRAIN, f"data.source={d / 'docs'}", f"data.cache_dir={fx['cache']}"]
+
+
+@row("finetune: training file that is a folder", r"train\.tsv is not a file but a folder\. pass a file, not a folder")
+def _(d, fx):
+    (d / "train.tsv").mkdir()
+    return ["finetune", "--task", "cls", f"data.train={d / 'train.tsv'}", f"data.dev={d / 'train.tsv'}"]
+
+
+@row("finetune: training file that is a broken link", r"train\.tsv is a broken symbolic link")
+def _(d, fx):
+    return ["finetune", "--task", "cls", f"data.train={_link(d / 'train.tsv', 'nowhere.tsv')}",
+            f"data.dev={tsv(d / 'dev.tsv', ['sentence', 'label'], sentiment_rows(4))}"]
+
+
+@row("finetune: dev file that is a link loop", r"dev\.tsv is a loop of symbolic links")
+def _(d, fx):
+    _link(d / "other.tsv", str(d / "dev.tsv"))
+    return ["finetune", "--task", "cls", f"data.train={tsv(d / 'train.tsv', ['sentence', 'label'], sentiment_rows(8))}",
+            f"data.dev={_link(d / 'dev.tsv', str(d / 'other.tsv'))}"]
+
+
+@row("finetune: link loop without an extension", r"data-loop is a loop of symbolic links")
+def _(d, fx):
+    _link(d / "data-loop2", str(d / "data-loop"))
+    return ["finetune", "--task", "cls", f"data.train={_link(d / 'data-loop', str(d / 'data-loop2'))}",
+            f"data.dev={d / 'data-loop'}"]
+
+
+@row("prompt: evaluation file that is a broken link", r"eval\.csv is a broken symbolic link")
+def _(d, fx):
+    return ["prompt", "--task", "mine", f"data.eval={_link(d / 'eval.csv', 'nowhere.csv')}", "template.input='{text}'"]
+
+
+@row("finetune --eval-only of a folder that does not exist", r"no-such-run does not exist\. pass the --out folder of a finished `bertctl finetune` run")
+def _(d, fx):
+    return ["finetune", "--eval-only", str(d / "no-such-run")]
+
+
+@row("finetune --eval-only of a file", r"notes\.txt is not a folder\. pass the --out folder")
+def _(d, fx):
+    return ["finetune", "--eval-only", str(write(d / "notes.txt", "x\n"))]
+
+
+@row("finetune QA: doc_stride the model cannot fit, advice that fits the model", r"max_length=32 and doc_stride=64 cannot make windows\. use 0 <= qa\.doc_stride < 32, e\.g\. qa\.doc_stride=8$")
+def _(d, fx):
+    return ["finetune", "--task", "qa", f"model.name_or_path={fx['tiny']}", "model.max_length=32", "qa.doc_stride=64",
+            "data.world.train=8", "data.world.dev=4", "train.epochs=1"]
+
+
+# ---------------------------------------------------------------------- more recipe checks
+
+
+@row("finetune: data.split out of range", r"data\.split: input should be less than 1")
+def _(d, fx):
+    return ["finetune", "--task", "cls", "data.split=1.5", f"data.train={d / 'x.tsv'}"]
+
+
+@row("finetune: data.split_by without data.split", r"data\.split_by only applies with data\.split")
+def _(d, fx):
+    return ["finetune", "--task", "qa", "data.split_by=title"]
+
+
+@row("finetune: files and a dataset at once", r"set data\.train \(files\) or data\.hf \(a dataset\), not both")
+def _(d, fx):
+    return ["finetune", "--task", "cls", f"data.train={d / 'x.tsv'}", "data.hf.name=glue"]
+
+
+@row("pretrain: hidden not a multiple of heads", r"hidden \(30\) must be a multiple of heads \(4\)")
+def _(d, fx):
+    return ["pretrain", "model.hidden=30", "model.heads=4"]
+
+
+@row("pretrain: mask shares over one", r"mask_token \+ random_token must be at most 1")
+def _(d, fx):
+    return ["pretrain", "objective.mask_token=0.9", "objective.random_token=0.2"]
+
+
+@row("pretrain: causal LM with a pair task", r"(?i)a causal LM has no sentence-pair head: set objective\.pairs=none")
+def _(d, fx):
+    return ["pretrain", "objective.kind=causal"]
+
+
+@row("train.warmup over one", r"train\.warmup: input should be less than or equal to 1")
+def _(d, fx):
+    return ["finetune", "--task", "cls", "train.warmup=2"]
+
+
+@row("finetune: neither epochs nor max_steps", r"set train\.epochs or train\.max_steps")
+def _(d, fx):
+    return ["finetune", "--task", "cls", "train.epochs=null"]
+
+
+@row("pretrain: max_length below the minimum", r"model\.max_length: input should be greater than or equal to 16")
+def _(d, fx):
+    return ["pretrain", "model.max_length=8"]
+
+
+@row("prompt: shots below zero", r"shots must be >= 0")
+def _(d, fx):
+    return ["prompt", "shots=[-1]"]
+
+
+@row("prompt: answer template with another placeholder", r"template\.answer .* may only use the placeholder \{answer\}")
+def _(d, fx):
+    return ["prompt", "--task", "sentiment", "template.answer= {answer} {text}"]
+
+
+@row("prompt: too few rows for the pool", r"has 3 rows, too few to hold out a pool of 64 demonstrations")
+def _(d, fx):
+    rows = [[f"film {i} .", "positive"] for i in range(3)]
+    return ["prompt", "--task", "mine", f"data.eval={_prompt_file(d, ['text', 'label'], rows)}", "template.input='{text}'"]
+
+
+@row("finetune --eval-only with a recipe", r"--eval-only takes data\.\* overrides, not a recipe \(finetune_cls\)")
+def _(d, fx):
+    return ["finetune", "--eval-only", str(d), "finetune_cls"]
+
+
+@row("finetune --eval-only with --task", r"--eval-only cannot be combined with --task/--resume/--merge/--compare-init")
+def _(d, fx):
+    return ["finetune", "--eval-only", str(d), "--task", "cls"]
+
+
+@row("finetune --eval-only with a training override", r"--eval-only accepts data\.\*, qa\.\* and eval_batch_size overrides, not train\.lr=1")
+def _(d, fx):
+    return ["finetune", "--eval-only", str(d), "train.lr=1"]
+
+
+@row("finetune: compare_init with LoRA", r"compare_init trains from pretrained and from random weights with full fine-tuning")
+def _(d, fx):
+    return ["finetune", "--task", "cls", f"model.name_or_path={fx['tiny']}", "--compare-init", "method=lora",
+            "data.world.train=16", "data.world.dev=8", *TINY_FINETUNE]
+
+
+@row("finetune: LoRA on a random encoder", r"model\.init=random with method=lora")
+def _(d, fx):
+    return ["finetune", "--task", "cls", f"model.name_or_path={fx['tiny']}", "model.init=random", "method=lora",
+            "data.world.train=16", "data.world.dev=8", *TINY_FINETUNE]
+
+
+# ---------------------------------------------------------------------- more data files
+
+
+@row("finetune: CSV row with too few fields", r"train\.csv: line 3 has 1 fields but 2 columns are expected")
+def _(d, fx):
+    train = write(d / "train.csv", 'sentence,label\n"a good film",positive\nno label here\n')
+    return ["finetune", "--task", "cls", f"data.train={train}", f"data.dev={train}"]
+
+
+@row("finetune: TSV row with too many fields", r"train\.tsv: line 3 has 3 fields but 2 columns are expected")
+def _(d, fx):
+    train = write(d / "train.tsv", "sentence\tlabel\na film .\tpositive\nanother\tfilm\tnegative\n")
+    return ["finetune", "--task", "cls", f"data.train={train}", f"data.dev={train}"]
+
+
+@row("finetune: duplicate column names", r"train\.tsv: duplicate column name\(s\) label")
+def _(d, fx):
+    train = write(d / "train.tsv", "label\tlabel\na\tb\n")
+    return ["finetune", "--task", "cls", f"data.train={train}", f"data.dev={train}"]
+
+
+@row("finetune: JSON lines holding a list", r"train\.jsonl: line 1 is a JSON list, not an object")
+def _(d, fx):
+    train = write(d / "train.jsonl", '["a", "b"]\n')
+    return ["finetune", "--task", "cls", f"data.train={train}", f"data.dev={train}"]
+
+
+@row("finetune: CoNLL-U line with 9 fields", r"train\.conllu: line 1 has 9 tab-separated fields, CoNLL-U needs 10")
+def _(d, fx):
+    train = write(d / "train.conllu", "1\tthe\tthe\tDET\tDT\t_\t2\tdet\t_\n")
+    return ["finetune", "--task", "pos", f"data.train={train}", f"data.dev={train}"]
+
+
+@row("finetune: CoNLL tag column that does not exist", r"train\.conll: line 1 has 2 columns; token column 0 and tag column 5 do not both exist")
+def _(d, fx):
+    train = write(d / "train.conll", "the DET\ncat NOUN\n")
+    return ["finetune", "--task", "pos", f"data.train={train}", f"data.dev={train}", "data.conll_columns=[0, 5]"]
+
+
+@row("finetune: SQuAD file that is not SQuAD", r"train\.json: not SQuAD JSON")
+def _(d, fx):
+    train = write(d / "train.json", '{"version": "x"}')
+    return ["finetune", "--task", "qa", f"data.train={train}", f"data.dev={train}"]
+
+
+@row("finetune: truncated SQuAD file", r"train\.json: invalid JSON at line 1 column \d+ .*\. fix the file; a truncated download")
+def _(d, fx):
+    train = write(d / "train.json", '{"data": [{"title": "x", "paragraphs": [')
+    return ["finetune", "--task", "qa", f"data.train={train}", f"data.dev={train}"]
+
+
+@row("finetune: header without rows", r"train\.tsv has a header but no rows")
+def _(d, fx):
+    train = write(d / "train.tsv", "sentence\tlabel\n")
+    return ["finetune", "--task", "cls", f"data.train={train}", f"data.dev={train}"]
+
+
+@row("finetune: unknown file extension", r"train\.txt: cannot tell the format from the extension \.txt\. set data\.format")
+def _(d, fx):
+    train = write(d / "train.txt", "a film .\tpositive\n")
+    return ["finetune", "--task", "cls", f"data.train={train}", f"data.dev={train}"]
+
+
+@row("finetune: data.root that does not exist", r"data\.root .*no-root does not exist")
+def _(d, fx):
+    return ["finetune", "--task", "cls", f"data.root={d / 'no-root'}", "data.train=train.tsv", "data.dev=dev.tsv"]
+
+
+@row("finetune: training file but no dev data", r"no dev data to evaluate on\. set data\.dev, or data\.split")
+def _(d, fx):
+    return ["finetune", "--task", "cls", f"data.train={tsv(d / 'train.tsv', ['sentence', 'label'], sentiment_rows(8))}"]
+
+
+@row("finetune: split_by a column the rows lack", r"data\.split_by=title: row 1 has no column 'title'")
+def _(d, fx):
+    return ["finetune", "--task", "cls", f"data.train={tsv(d / 'train.tsv', ['sentence', 'label'], sentiment_rows(8))}",
+            "data.split=0.5", "data.split_by=title"]
+
+
+@row("finetune: format conllu forced on a TSV", r"train\.tsv: line 1 has 2 tab-separated fields, CoNLL-U needs 10")
+def _(d, fx):
+    train = tsv(d / "train.tsv", ["sentence", "label"], sentiment_rows(4))
+    return ["finetune", "--task", "pos", f"data.train={train}", f"data.dev={train}", "data.format=conllu"]
+
+
+@row("pretrain: batch larger than the corpus", r"only \d+ training sequences for train\.batch_size=4096")
+def _(d, fx):
+    return ["pretrain", *TINY_PRETRAIN, "train.batch_size=4096", f"data.cache_dir={fx['cache']}"]
+
+
 # ---------------------------------------------------------------------- the test
 
 
@@ -456,7 +1196,15 @@ def fixtures(tiny, tmp_path_factory):
     result = CliRunner().invoke(app, ["pretrain", *TINY_PRETRAIN, f"data.cache_dir={root / 'cache'}", "--out", str(run)])
     assert result.exit_code == 0, result.output
     assert (run / "checkpoints" / "step-0000004" / "state.json").exists()
-    return {"tiny": tiny, "cache": root / "cache", "glue": glue, "pretrain_run": run}
+    # a finished finetune run on data files (rows copy it next to copies of its data)
+    data = root / FT_DATA
+    tsv(data / "train.tsv", ["sentence", "label"], sentiment_rows(16))
+    tsv(data / "dev.tsv", ["sentence", "label"], sentiment_rows(8))
+    fx = {"tiny": tiny, "cache": root / "cache", "glue": glue, "pretrain_run": run, "finetune_data": data,
+          "finetune_run": root / "finetune-run"}
+    result = CliRunner().invoke(app, [*_ft_argv(root, fx), "--out", str(fx["finetune_run"])])
+    assert result.exit_code == 0, result.output
+    return fx
 
 
 @pytest.fixture(autouse=True)
@@ -470,6 +1218,7 @@ def one_thread():
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under folder (links to nowhere and link loops are no files: skipped)."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
@@ -492,7 +1241,7 @@ def check_one_error_line(result, expect: str) -> str:
 
 
 def test_the_table_is_large_enough():
-    assert len(ROWS) >= 30 and len({r.name for r in ROWS}) == len(ROWS)
+    assert len(ROWS) >= 120 and len({r.name for r in ROWS}) == len(ROWS)
 
 
 @pytest.mark.parametrize("case", ROWS, ids=[r.name for r in ROWS])
@@ -504,8 +1253,14 @@ def test_bad_input_is_one_line_exit_2_and_loses_nothing(case: Row, fixtures, tmp
     monkeypatch.chdir(tmp_path)  # default run folders (runs/...) land here, and relative paths resolve here
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     argv = case.make(tmp_path, fixtures)
+    for key, value in (case.env(tmp_path) if case.env else {}).items():
+        monkeypatch.setenv(key, value)
     before = snapshot(tmp_path)
-    result = CliRunner().invoke(app, argv)
+    try:
+        result = CliRunner().invoke(app, argv)
+    finally:
+        while _HELD_FDS:  # the other command holding a lock in this row has ended
+            os.close(_HELD_FDS.pop())
     line = check_one_error_line(result, case.expect)
     if os.environ.get("BERTCTL_SHOW_ERRORS"):
         print(f"\n{case.name}: {line}")
@@ -608,7 +1363,7 @@ def test_pickle_weights_load_only_when_the_recipe_allows_it(fixtures, tmp_path, 
     monkeypatch.chdir(tmp_path)
     bert = _pickled_copy(fixtures["tiny"], tmp_path / "bert-pickle")
     run = CliRunner().invoke
-    _ok(run(app, ["pretrain", *TINY_PRETRAIN, f"data.cache_dir={fixtures['cache']}", f"model.init={bert}",
+    _ok(run(app, ["pretrain", *TINY_FILE_PRETRAIN, f"data.cache_dir={fixtures['cache']}", f"model.init={bert}",
                   "model.allow_pickle=true", "objective.pairs=none", "train.max_steps=1", "train.save_every=1",
                   "train.batch_size=4", "--out", str(tmp_path / "pretrain")]))
     _ok(run(app, ["finetune", "--task", "cls", f"model.name_or_path={bert}", "model.allow_pickle=true",

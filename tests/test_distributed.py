@@ -38,7 +38,7 @@ def test_two_processes_match_one(tmp_path):
     assert len(one) == len(two_l) == 12
     assert one == pytest.approx(two_l, abs=2e-4)
     # only rank 0 wrote: one metrics file, one log, one set of checkpoints
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["checkpoints", "log.txt", "metrics.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["checkpoints", "log.txt", "metrics.jsonl", "run.json"]
     log = (tmp_path / "two" / "log.txt").read_text()
     assert log.count("processes") == 1 and "2 processes" in log
 

@@ -444,7 +444,7 @@ def test_pretrain_under_torchrun_two_processes(tmp_path):
     assert sum("tokens" in line and "held-out sequences" in line for line in done.stderr.splitlines()) == 1
     assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "log.txt", "loss.png", "metrics.json",
                                                      "metrics.jsonl", "model", "model_config", "recipe.yaml",
-                                                     "tokenizer"]
+                                                     "run.json", "tokenizer"]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-0000003", "step-0000006"]
     assert list(tmp_path.glob("runs")) == []  # no other rank made a folder of its own
     assert "2 processes (MULTI_CPU), 4 examples each per batch" in (out / "log.txt").read_text()  # really distributed
@@ -501,6 +501,8 @@ def test_torchrun_default_run_folder_is_rank_0s_and_an_error_prints_once(tmp_pat
     assert done.returncode != 0 and "exitcode  : 2" in done.stderr, done.stderr[-3000:]
     folders = sorted(re.findall(r"rank (\d) run folder: (\S+?-\d{8}-\d{6}\S*?)(?=rank|\s|$)", done.stdout))
     assert [r for r, _ in folders] == ["0", "1"] and folders[0][1] == folders[1][1], done.stdout
-    assert [p.name for p in (tmp_path / "runs").iterdir()] == [Path(folders[0][1]).name]
+    # the run failed at start: rank 0 removed the folder it had made (and no other rank made one)
+    assert not (tmp_path / "runs" / Path(folders[0][1]).name).exists()
+    assert not any(p.is_dir() for p in (tmp_path / "runs").glob("*")), list((tmp_path / "runs").iterdir())
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert errors == ["error: model path /nonexistent/model does not exist. check the path"], done.stderr[-3000:]

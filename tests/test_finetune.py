@@ -405,7 +405,13 @@ def test_default_model_is_the_latest_pretrain_run_else_minilm(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     source, line = pick_model(None)
     assert "minilm" in line and "no `bertctl pretrain` run" in line
-    shutil.copytree(tiny, tmp_path / "runs" / "pretrain-20250101-000000" / "model")
+    run = tmp_path / "runs" / "pretrain-20250101-000000"
+    shutil.copytree(tiny, run / "model")
+    source, line = pick_model(None)
+    assert "minilm" in line, "a folder named pretrain-* that records no finished pretrain run is not one"
+    (run / "metrics.json").write_text("{}")
+    (run / "run.json").write_text(json.dumps({"command": "pretrain", "status": "finished",
+                                              "finished": "2025-01-01T00:00:00"}))
     source, line = pick_model(None)
     assert source.kind == "run" and "pretrain-20250101-000000" in line and "latest" in line
 

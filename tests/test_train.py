@@ -119,7 +119,7 @@ def test_damaged_checkpoint_is_a_clear_error(tmp_path):
     ckpt = run.latest_checkpoint()
     (ckpt / "model.safetensors").write_bytes(b"\x00" * 20)
     with pytest.raises(BertctlError, match="damaged.*delete"):
-        fit(_tiny.model(), _tiny.job(), settings(epochs=2), Run.create(run.path, "t", resume=True), resume=True)
+        fit(_tiny.model(), _tiny.job(), settings(epochs=2), Run.create(run.path, "test", resume=True), resume=True)
 
 
 def test_checkpoint_holds_no_pickle(tmp_path):

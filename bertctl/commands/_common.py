@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import List, Optional
 
@@ -21,11 +22,19 @@ def split_args(args: Optional[List[str]]) -> tuple[Optional[str], list[str]]:
     for arg in args or []:
         if "=" in arg:
             overrides.append(arg)
-        elif recipe is None and not overrides:
+            continue
+        if _KEY.fullmatch(arg) and not Path(arg).exists():  # `train.max_steps 50`: not a recipe called that
+            raise BertctlError(f"'{arg}' looks like an override without '='",
+                               fix=f"write overrides as key=value, e.g. {arg}=VALUE")
+        if recipe is None and not overrides:
             recipe = arg
         else:
             raise BertctlError(f"unexpected argument '{arg}'", fix="give one RECIPE first, then key=value overrides")
     return recipe, overrides
+
+
+# a dotted recipe key (train.max_steps): a recipe name has no dot, a recipe file ends in .yaml
+_KEY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+(?<!\.yaml)(?<!\.yml)")
 
 
 def console():

@@ -35,7 +35,7 @@ def eval_glue(
     recipe = _recipe(args, model, glue_dir, tasks, seeds, out, resume)
     planned = plan(recipe)  # no GLUE data -> one error line, and no run folder left behind
     run = Run.create(out, "eval-glue", resume=resume)
-    run.write_text("recipe.yaml", "# bertctl eval-glue recipe.yaml (resolved)\ncommand: eval-glue\n" + dump(recipe))
+    run.write_text("recipe.yaml", "# bertctl eval-glue recipe.yaml (resolved)\n" + dump(recipe))  # dump holds `command:`
     con = console()
     result = run_suite(recipe, run, resume=resume, say=lambda m: con.print(f"[dim]{m}[/]") if run.main else None,
                        planned=planned)

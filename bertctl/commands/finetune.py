@@ -75,7 +75,11 @@ def finetune(
         overrides.append("merge=true")
     if compare_init:
         overrides.append("compare_init=true")
-    recipe, _ = load(FinetuneRecipe, recipe_name, overrides, default_recipe(task))
+    recipe, path = load(FinetuneRecipe, recipe_name, overrides, default_recipe(task))
+    from bertctl.recipe import refuse_unused
+    from bertctl.tasks.config import unused_settings
+
+    refuse_unused(unused_settings(recipe), path, overrides)
     if push_to_hub:
         from bertctl.hub import check_online
 

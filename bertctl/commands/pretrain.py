@@ -25,6 +25,10 @@ def pretrain(args: Optional[List[str]] = ARGS, out: Optional[str] = OUT, resume:
 
     source, overrides = split_args(args)
     recipe, path = load(PretrainRecipe, source, overrides, default="pretrain")
+    from bertctl.pretraining.config import unused_settings
+    from bertctl.recipe import refuse_unused
+
+    refuse_unused(unused_settings(recipe), path, overrides)
     run = Run.create(out, "pretrain", resume)
     if run.main:  # under torchrun/accelerate only rank 0 prints
         console().print(f"[bold]bertctl pretrain[/] {path.name} -> {run.path}")

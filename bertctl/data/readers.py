@@ -31,12 +31,32 @@ COLA_COLUMNS = ["source", "label", "original_label_mark", "sentence"]
 # --------------------------------------------------------------------------- files
 
 
-def _existing_file(path) -> Path:
+def check_path(path) -> Path:
+    """A path that can be read: a broken symbolic link, a link loop or an unreadable
+    path is an error saying which (pathlib's exists() says only "no")."""
+    import errno
+    import os
+
     path = Path(path)
-    if not path.exists():
-        raise BertctlError(f"{path}: no such file", fix="check the path")
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise BertctlError(f"{path} is a loop of symbolic links", fix="point the link at a real file") from None
+        if e.errno == errno.ENOENT and os.path.islink(path):
+            raise BertctlError(f"{path} is a broken symbolic link (to {os.readlink(path)}, which does not exist)",
+                               fix="point the link at an existing file, or pass the file itself") from None
+        if e.errno == errno.ENOENT:
+            raise BertctlError(f"{path}: no such file", fix="check the path") from None
+        raise BertctlError(f"{path} cannot be read ({e.strerror or e})", fix="check the path and its permissions") from None
+    return path
+
+
+def _existing_file(path) -> Path:
+    path = check_path(path)
     if not path.is_file():
-        raise BertctlError(f"{path} is not a file", fix="pass a file, not a folder")
+        raise BertctlError(f"{path} is not a file" + (" but a folder" if path.is_dir() else ""),
+                           fix="pass a file, not a folder" if path.is_dir() else "pass a regular file")
     return path
 
 

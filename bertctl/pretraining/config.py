@@ -123,3 +123,29 @@ class PretrainRecipe(Section):
         if src == "auto":
             return None if self.from_scratch else self.model.init
         return None if src == "train" else src
+
+
+def unused_settings(recipe: PretrainRecipe) -> list[tuple[list[str], str]]:
+    """Settings the combination makes dead (see recipe.refuse_unused)."""
+    from bertctl.recipe import changed
+
+    o, default = recipe.objective, ObjectiveSection()
+    groups = []
+    if o.kind == "causal":
+        groups.append(([k for k in ("masking", "mask_rate", "mask_token", "random_token", "span_p", "span_max",
+                                    "short_seq_prob") if getattr(o, k) != getattr(default, k)],
+                       "objective.", "a causal LM masks nothing and has no sentence pairs"))
+    else:
+        if o.masking != "span":
+            groups.append(([k for k in ("span_p", "span_max") if getattr(o, k) != getattr(default, k)],
+                           "objective.", f"only masking=span draws spans (masking={o.masking})"))
+        if o.pairs == "none":
+            groups.append(([k for k in ("short_seq_prob",) if getattr(o, k) != getattr(default, k)],
+                           "objective.", "pairs=none makes no sentence pairs"))
+    if recipe.data.source is not None:
+        groups.append((changed(recipe.data.world, WorldCorpus()), "data.world.",
+                       "data.source is set, so the World corpus is not generated"))
+    if recipe.tokenizer_source is not None:
+        groups.append(([k for k in changed(recipe.tokenizer, TokenizerSection()) if k != "source"], "tokenizer.",
+                       f"the tokenizer of {recipe.tokenizer_source} is reused, not trained"))
+    return [([prefix + k for k in keys], why) for keys, prefix, why in groups if keys]

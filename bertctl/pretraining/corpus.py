@@ -12,13 +12,17 @@ The tokenised, packed sequences are written once to a cache folder named by a ha
 everything they depend on (the corpus files with sizes and mtimes, the tokenizer, the
 length, the objective, the seed): `tokens.bin` (all token ids, flat) and `index.bin`
 (start, length, length of segment A, pair label per sequence), both memory-mapped on
-read, as nanoGPT's train.bin. Every tenth/twentieth/... document (data.heldout) goes to
+read, as nanoGPT's train.bin. Each cache folder (token sequences and trained tokenizers)
+has a `manifest.json` with the size and SHA-256 of every file; it is checked whenever the
+cache is opened, and a damaged cache (a truncated tokens.bin, a flipped byte, a missing
+file) is rebuilt with a note instead of being trained on. Every tenth/twentieth/... document (data.heldout) goes to
 the held-out split, which is packed separately, so no held-out text is ever trained on.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -37,12 +41,100 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)")
 
 
 def cache_root(data) -> Path:
-    root = data.cache_dir or os.environ.get("BERTCTL_CACHE") or Path.home() / ".cache" / "bertctl"
-    return Path(root)
+    """The cache folder, made if needed; one that cannot be used is an error naming the
+    setting it came from (not a PermissionError from deep inside tokenisation)."""
+    if data.cache_dir:
+        root, where = Path(data.cache_dir), "data.cache_dir"
+    elif os.environ.get("BERTCTL_CACHE"):
+        root, where = Path(os.environ["BERTCTL_CACHE"]), "BERTCTL_CACHE"
+    else:
+        root, where = Path.home() / ".cache" / "bertctl", "the default cache folder"
+    problem = None
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        problem = "is not a folder (it or a folder above it is a file)"
+    except OSError as e:
+        problem = f"cannot be made ({e.strerror or e})"
+    if problem is None and not (root.is_dir() and os.access(root, os.W_OK | os.X_OK)):
+        problem = "is not writable" if root.is_dir() else "is not a folder"
+    if problem:
+        raise BertctlError(f"cache folder {root} ({where}) {problem}",
+                           fix="point data.cache_dir (or BERTCTL_CACHE) at a writable folder, e.g. data.cache_dir=/tmp/bertctl-cache")
+    return root
 
 
 def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+MANIFEST = "manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path) -> None:
+    """Record the size and checksum of every file of a cache folder (before it is renamed into place)."""
+    files = {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": _sha256(p)}
+             for p in sorted(Path(folder).rglob("*")) if p.is_file() and p.name != MANIFEST}
+    (Path(folder) / MANIFEST).write_text(json.dumps({"version": CACHE_VERSION, "files": files}, indent=1),
+                                         encoding="utf-8")
+
+
+def cache_problem(folder: Path) -> str | None:
+    """What is wrong with a cache folder, checked against its manifest; None when intact.
+    Sizes first (cheap: catches truncation), then the checksums."""
+    folder = Path(folder)
+    try:
+        files = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["files"]
+        entries = [(folder / name, int(e["size"]), str(e["sha256"])) for name, e in files.items()]
+    except FileNotFoundError:
+        return "it has no manifest.json (written by an older bertctl, or its writer was stopped)"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return "its manifest.json is unreadable"
+    for path, size, _ in entries:
+        if not path.is_file():
+            return f"{path.name} is missing"
+        if path.stat().st_size != size:
+            return f"{path.relative_to(folder)} is {path.stat().st_size:,} bytes, the manifest says {size:,}"
+    for path, _, digest in entries:
+        if _sha256(path) != digest:
+            return f"{path.relative_to(folder)} does not match its checksum"
+    return None
+
+
+def _open_cache(folder: Path, log) -> bool:
+    """Whether a complete, intact cache folder is there. A damaged one is moved aside and
+    deleted (a process still reading its files keeps them until it closes them)."""
+    if not folder.exists():
+        return False
+    problem = cache_problem(folder)
+    if problem is None:
+        return True
+    log(f"note: the cache {folder} is damaged ({problem}): rebuilding it")
+    aside = folder.with_name(f".{folder.name}.damaged-{os.getpid()}")
+    try:
+        os.replace(folder, aside)
+    except OSError:  # another process moved it first
+        pass
+    shutil.rmtree(aside, ignore_errors=True)
+    return False
+
+
+def _save_cache(folder: Path, save) -> None:
+    """_save_atomically, with a manifest written into the folder before it goes into place."""
+
+    def save_and_record(tmp: str) -> None:
+        save(tmp)
+        write_manifest(Path(tmp))
+
+    _save_atomically(folder, save_and_record)
 
 
 # ------------------------------------------------------------------------ documents
@@ -78,6 +170,10 @@ def _format_of(source: str, fmt: str) -> str:
     if fmt != "auto":
         return fmt
     path = Path(source)
+    if os.path.lexists(source) and not path.exists():  # a broken link or a link loop: say which
+        from bertctl.data.readers import check_path
+
+        check_path(path)
     if path.is_file():
         return "jsonl" if path.suffix.lower() in (".jsonl", ".json") else "text"
     if path.is_dir():
@@ -171,6 +267,16 @@ def is_heldout(doc_index: int, fraction: float) -> bool:
     return doc_index % max(2, round(1 / fraction)) == 0
 
 
+def input_files(data) -> dict[str, Path]:
+    """The local files the corpus is read from (fingerprinted in run.json, checked on
+    --resume). The World corpus is generated from its settings, which the recipe holds."""
+    if data.source is None:
+        return {}
+    sources = _sources(data)
+    return {(f"data.source[{i}]" if len(sources) > 1 else "data.source"): Path(src)
+            for i, src in enumerate(sources) if Path(src).exists()}
+
+
 def corpus_fingerprint(data) -> str:
     """What the token cache depends on in the corpus: files with sizes and mtimes, or the
     World settings, or the dataset id."""
@@ -229,14 +335,21 @@ def train_tokenizer(texts: Iterator[str], vocab_size: int, lowercase: bool = Tru
     return BertTokenizer(vocab=vocab, do_lower_case=lowercase)
 
 
-def corpus_tokenizer(recipe) -> tuple[object, str]:
+def _too_few_documents(n: int, heldout: float) -> BertctlError:
+    return BertctlError(f"the corpus holds {'only one document' if n == 1 else f'{n} documents'}, and every "
+                        f"{max(2, round(1 / heldout))}th document (the first included) is held out for evaluation, "
+                        "so none is left to train on",
+                        fix="give more documents: in a text file, a blank line ends a document (one sentence per line)")
+
+
+def corpus_tokenizer(recipe, log=print) -> tuple[object, str]:
     """Train (or fetch from the cache) a WordPiece tokenizer on the training documents."""
     from transformers import AutoTokenizer
 
     t, data = recipe.tokenizer, recipe.data
     key = _hash([corpus_fingerprint(data), t.vocab_size, t.lowercase, t.min_frequency, t.max_docs])
     folder = cache_root(data) / "tokenizers" / key
-    if (folder / "tokenizer.json").exists():
+    if _open_cache(folder, log):
         return AutoTokenizer.from_pretrained(str(folder)), str(folder)
 
     def texts() -> Iterator[str]:
@@ -249,8 +362,11 @@ def corpus_tokenizer(recipe) -> tuple[object, str]:
     chars: set[str] = set()
     for text in texts():  # first pass: the alphabet (see _continuation_tokens), in constant memory
         chars.update(text)
+    if not chars:  # every document was held out: a corpus of one document (no blank lines) ends here
+        n = sum(1 for _ in itertools.islice(documents(data), 2))
+        raise _too_few_documents(n, data.heldout)
     tokenizer = train_tokenizer(texts(), t.vocab_size, t.lowercase, t.min_frequency, chars)
-    _save_atomically(folder, tokenizer.save_pretrained)
+    _save_cache(folder, tokenizer.save_pretrained)
     return tokenizer, str(folder)
 
 
@@ -459,7 +575,7 @@ def prepare_sequences(recipe, tokenizer, log=print) -> tuple[PackedSequences, Pa
     key = _hash([corpus_fingerprint(data), tokenizer_fingerprint(tokenizer), length, obj.kind, obj.pairs,
                  obj.short_seq_prob, recipe.train.seed])
     folder = cache_root(data) / "sequences" / key
-    if not (folder / "eval" / "meta.json").exists():
+    if not _open_cache(folder, log):
         log(f"tokenising the corpus into {folder}")
 
         def build(tmp: str) -> None:
@@ -480,8 +596,10 @@ def prepare_sequences(recipe, tokenizer, log=print) -> tuple[PackedSequences, Pa
                 writer.close({"length": length, "objective": obj.kind, "pairs": obj.pairs})
 
         folder.parent.mkdir(parents=True, exist_ok=True)
-        _save_atomically(folder, build)
+        _save_cache(folder, build)
     train, heldout = PackedSequences(folder / "train"), PackedSequences(folder / "eval")
+    if train.meta["documents"] == 0:
+        raise _too_few_documents(heldout.meta["documents"], data.heldout)
     for name, split in (("training", train), ("held-out", heldout)):
         if len(split) == 0:
             raise BertctlError(f"the corpus gives no {name} sequences ({split.meta['documents']} documents)",

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from bertctl.errors import BertctlError
+from bertctl.runs import read_json
 
 EVAL_EPOCH = 1_000_000  # the "epoch" the held-out masks are drawn for: fixed, never trained on
 
@@ -174,7 +175,7 @@ def _tokenizer(recipe, run, resume: bool, log):
         return AutoTokenizer.from_pretrained(str(saved))
     source = recipe.tokenizer_source
     if source is None:
-        tokenizer, where = corpus_tokenizer(recipe)
+        tokenizer, where = corpus_tokenizer(recipe, log)
         log(f"WordPiece tokenizer: {len(tokenizer)} tokens ({where})")
     else:
         from bertctl.models import load_tokenizer, resolve
@@ -196,12 +197,7 @@ def _tokenizer(recipe, run, resume: bool, log):
 def _write_recipe(recipe, run, resume: bool) -> None:
     from bertctl.recipe import dump
 
-    text = dump(recipe)
-    path = run.file("recipe.yaml")
-    if resume and path.exists() and path.read_text(encoding="utf-8") != text:
-        raise BertctlError(f"the recipe differs from the one {run.path} was started with",
-                           fix=f"resume with the same recipe and overrides (see {path})")
-    run.write_text("recipe.yaml", text)
+    run.keep_recipe(dump(recipe), resume)
 
 
 def _save_final(model, tokenizer, run, gathered: dict | None = None) -> Path:
@@ -239,6 +235,17 @@ def pretrain(recipe, run, resume: bool = False) -> dict:
 
     state = process_state()
     _write_recipe(recipe, run, resume)
+    if resume and run.finished():  # nothing to do, and nothing to rewrite (metrics.json keeps its timings)
+        metrics = read_json(run.file("metrics.json"))
+        if run.main:  # said, not logged: the finished run's files stay as they are
+            from rich.console import Console
+
+            Console(highlight=False, stderr=True).print(f"{run.path} already finished (step {metrics.get('step', '?')}): "
+                                                        "nothing to resume")
+        return metrics
+    from bertctl.pretraining.corpus import input_files
+
+    run.start(input_files(recipe.data), resume)
     obj, s = recipe.objective, recipe.train
     with state.main_process_first():  # rank 0 trains the tokenizer and fills the cache; the others reuse it
         tokenizer = _tokenizer(recipe, run, resume, log)
@@ -288,6 +295,7 @@ def pretrain(recipe, run, resume: bool = False) -> dict:
     pretrain_card(run, recipe, metrics)  # model/README.md
     _plot_loss(run)
     run.log(f"finished: {metrics}")
+    run.finish()
     return metrics
 
 

@@ -125,6 +125,33 @@ def _labelled(rows: list[dict], column: str) -> bool:
     return bool(rows) and all(r.get(column) not in (None, "", "-") for r in rows)
 
 
+# column names that hold gold labels in common files: a file with one of them but not
+# data.label_column has a misnamed setting, not "no labels"
+LABEL_LIKE = {"label", "labels", "gold", "gold_label", "class", "category", "target", "answer", "y", "sentiment"}
+
+
+def _file_labelled(rows: list[dict], column: str, where, recipe, notes: list[str]) -> bool:
+    """Whether an eval file is labelled. Free generation only for a file that truly has no
+    label column (and the run says so); a misnamed or half-filled label column is an error."""
+    columns = list(dict.fromkeys(str(c) for r in rows for c in r))
+    having = [i for i, r in enumerate(rows, 1) if r.get(column) not in (None, "", "-")]
+    if len(having) == len(rows):
+        return True
+    if having:
+        missing = next(i for i in range(1, len(rows) + 1) if i not in set(having))
+        raise BertctlError(f"{where}: eval row {missing} has no label in column '{column}' "
+                           f"({len(rows) - len(having)} of {len(rows)} rows lack one)",
+                           fix="give every row a label, or remove the column for free generation")
+    like = [c for c in columns if c.lower() in LABEL_LIKE]
+    if column != "label" or like or recipe.labels:
+        hint = f"data.label_column={like[0]}" if like else "data.label_column to the label column"
+        raise BertctlError(f"{where} has no column '{column}' (data.label_column); columns: {', '.join(columns)}",
+                           fix=f"set {hint}" + (", or drop data.label_column/labels for free generation"
+                                                if column != "label" or recipe.labels else ""))
+    notes.append(f"{Path(str(where)).name} has no label column: free generation, nothing is scored")
+    return False
+
+
 def load_task(recipe: PromptRecipe) -> Task:
     """Build the task a recipe describes: rows, pool, template and label words."""
     name, data = recipe.task, recipe.data
@@ -176,7 +203,9 @@ def load_task(recipe: PromptRecipe) -> Task:
     task = Task(name=name, description=description, input=template, answer=answer,
                 separator=t.separator if t.separator is not None else SEPARATOR, words={},
                 eval_rows=eval_rows, pool_rows=pool_rows, label_column=data.label_column,
-                labelled=_labelled(eval_rows, data.label_column), source=source, notes=notes)
+                labelled=(_labelled(eval_rows, data.label_column) if data.eval is None else
+                          _file_labelled(eval_rows, data.label_column, data.eval, recipe, notes)),
+                source=source, notes=notes)
     _check_columns(task, data.eval or source)
     task.words = _label_words(task, recipe.labels, spec.get("words"))
     _drop_leaks(task)

@@ -143,6 +143,11 @@ class Task:
     def observe(self, rows: list[dict]) -> None:
         """Look at the training rows once (or the dev rows in eval-only) before encoding."""
 
+    def report(self) -> list[str]:
+        """Lines about what encoding did to the input that the user should know (e.g. DNA
+        symbols outside the alphabet); asked after the rows are encoded."""
+        return []
+
     def encode(self, tokenizer, rows: list[dict], train: bool) -> list[dict]:
         raise NotImplementedError
 

@@ -23,7 +23,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from bertctl.config import TrainSettings
-from bertctl.recipe import OptionalPath, Section
+from bertctl.recipe import IntPair, OptionalPath, Section
 
 # The names users type -> the task kind that runs.
 TASK_ALIASES = {
@@ -101,7 +101,7 @@ class DataSettings(Section):
     test: OptionalPath = Field(None, description="optional; unlabelled is fine (predictions only)")
     format: Literal["auto", "glue", "tsv", "csv", "jsonl", "json", "conllu", "conll", "squad"] = "auto"
     tag_column: Literal["upos", "xpos"] = Field("upos", description="CoNLL-U column the tag task learns")
-    conll_columns: tuple[int, int] = Field((0, -1), description="CoNLL: (token column, tag column)")
+    conll_columns: IntPair = Field((0, -1), description="CoNLL: (token column, tag column)")
     columns: Columns = Columns()
     hf: HfData | None = None
     world: WorldData = WorldData()
@@ -186,3 +186,24 @@ class FinetuneRecipe(Section):
     def kind(self) -> str:
         """The task kind that runs ('sentiment' -> 'cls', 'pair' -> 'nli', ...)."""
         return TASK_ALIASES[self.task]
+
+
+def unused_settings(recipe: FinetuneRecipe) -> list[tuple[list[str], str]]:
+    """Settings of a training run that the combination makes dead (see recipe.refuse_unused).
+    Checked by `bertctl finetune` only: eval-only and eval-glue reuse recipes whole."""
+    from bertctl.recipe import changed
+
+    out = []
+    if recipe.merge and recipe.method == "full":
+        out.append((["merge"], "method=full has no adapter to merge; use method=lora or qlora"))
+    for name, section, default, applies, why in (
+            ("lora", recipe.lora, LoraSettings(), recipe.method != "full", "method=full trains no adapter"),
+            ("quant", recipe.quant, QuantSettings(), recipe.method == "qlora", f"method={recipe.method} quantises nothing"),
+            ("qa", recipe.qa, QaSettings(), recipe.kind == "qa", f"task {recipe.task} is not question answering"),
+            ("dna", recipe.dna, DnaSettings(), recipe.kind == "dna", f"task {recipe.task} is not dna"),
+            ("data.world", recipe.data.world, WorldData(), recipe.data.source == "world",
+             "data comes from files or data.hf, not from World")):
+        keys = changed(section, default)
+        if keys and not applies:
+            out.append(([f"{name}.{k}" for k in keys], why))
+    return out

@@ -15,6 +15,7 @@ No torch here; `datasets` is imported only for `data.hf`.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 from dataclasses import dataclass, field
@@ -90,12 +91,25 @@ def resolve_path(path: str, root: Path | None) -> Path:
     return (root / p) if root is not None else (Path.cwd() / p)
 
 
+def input_files(data: DataSettings) -> dict[str, Path]:
+    """The local files a run reads (fingerprinted in run.json, checked on --resume)."""
+    if data.source == "files":
+        root = data_root(data.root)
+        paths = {f"data.{split}": resolve_path(getattr(data, split), root)
+                 for split in ("train", "dev", "test") if getattr(data, split)}
+        return {name: path for name, path in paths.items() if path.exists()}
+    if data.source == "hf" and Path(data.hf.name).expanduser().exists():  # a local dataset folder
+        return {"data.hf.name": Path(data.hf.name).expanduser()}
+    return {}
+
+
 # ------------------------------------------------------------------------ reading
 
 
 def read_file(path: Path, kind: str, data: DataSettings, dropped: list | None = None) -> list[dict]:
     """Raw rows of one file, with the reader its format (or extension) calls for
     (`dropped`: SQuAD questions with misplaced answers are left out and listed there)."""
+    readers.check_path(path)  # a broken link or a link loop: said as such, not as a format problem
     fmt = data.format
     suffix = path.suffix.lower()
     if fmt == "auto":
@@ -270,8 +284,23 @@ def clean_labels(rows: list[dict], kind: str, source: str, notes: list[str]) -> 
             example = rows[0]["label"]
             raise BertctlError(f"{source}: regression needs numeric labels, got text such as {example!r}",
                                fix="map data.columns.label to a numeric column, or use a classification task")
+        bad = [(i, r["label"]) for i, r in enumerate(rows, 1) if not math.isfinite(float(r["label"]))]
+        if bad:  # a NaN target makes every loss NaN; an infinite one, every gradient
+            raise BertctlError(f"{source}: {len(bad)} label(s) are NaN or infinite (row {bad[0][0]}: {bad[0][1]!r})",
+                               fix="drop or fix those rows")
         return [{**r, "label": float(r["label"])} for r in rows]
+    if kind_of == "number":
+        bad = [(i, r["label"]) for i, r in enumerate(rows, 1) if not _whole(r["label"])]
+        if bad:  # 0.37 or NaN as a class name: almost always a regression target given to a classifier
+            raise BertctlError(f"{source}: the {kind} task needs class labels, but {len(bad)} label(s) are fractional, "
+                               f"NaN or infinite numbers (row {bad[0][0]}: {bad[0][1]!r})",
+                               fix="use --task regression for numeric targets, or map data.columns.label to a class column")
     return [{**r, "label": _label_str(r["label"])} for r in rows]
+
+
+def _whole(value) -> bool:
+    number = float(value)
+    return math.isfinite(number) and number.is_integer()
 
 
 def _label_str(value) -> str:

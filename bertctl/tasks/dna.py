@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import random
 import re
+from collections import Counter
 
 from bertctl.errors import BertctlError
 from bertctl.tasks.cls import ClsTask
@@ -51,12 +52,26 @@ class DnaTask(ClsTask):
         d = self.recipe.dna
         self.stride = d.stride or d.kmer
         self.mapping = word_map(tokenizer.get_vocab(), d.kmer) if d.map_to_words else None
+        self.odd_symbols: Counter = Counter()
+        self.odd_sequences = 0
 
     def spell(self, sequence: str) -> str:
         units = kmers(str(sequence), self.recipe.dna.kmer, self.stride)
+        odd = [c for c in str(sequence).strip().upper() if c not in BASES]
+        if odd:  # counted, so the run says how much of the input was not DNA (N, gaps, typos)
+            self.odd_symbols.update(odd)
+            self.odd_sequences += 1
         if self.mapping is None:
             return " ".join(units)
         return " ".join(self.mapping.get(u, "unknown") for u in units)  # "unknown": a non-ACGT letter
+
+    def report(self) -> list[str]:
+        if not self.odd_symbols:
+            return []
+        shown = ", ".join(f"{c!r} x{n}" for c, n in self.odd_symbols.most_common(5))
+        how = "mapped to the word 'unknown'" if self.mapping is not None else "kept as letters"
+        return [f"dna: {sum(self.odd_symbols.values())} symbol(s) outside A/C/G/T in {self.odd_sequences} "
+                f"sequence(s) ({shown}); k-mers holding them were {how}"]
 
     def text_of(self, row):
         return {**row, "text": self.spell(row["text"])}

@@ -240,6 +240,9 @@ def load_trained(folder: Path, recipe, task):
         return load_model(auto, resolve(str(folder), m.allow_pickle), m.trust_remote_code, m.allow_pickle)
     from peft import PeftModel
 
+    from bertctl.models import check_weights
+
+    check_weights(folder, m.allow_pickle)  # the adapter obeys the safetensors-only rule too
     base = _adapter_base(folder)
     extra = {"quantization_config": quant_config(recipe)} if recipe.method == "qlora" else {}
     model = load_model(auto, base, m.trust_remote_code, m.allow_pickle, ignore_mismatched_sizes=True,
@@ -267,6 +270,9 @@ def write_merged(adapter: Path, out: Path, recipe, task, tokenizer) -> Path:
 
     quiet_transformers()
     m = recipe.model
+    from bertctl.models import check_weights
+
+    check_weights(Path(adapter), m.allow_pickle)
     base = load_model(task.auto_model_class(), _adapter_base(adapter), m.trust_remote_code, m.allow_pickle,
                       ignore_mismatched_sizes=True, **task.config_kwargs())
     merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()

@@ -110,8 +110,12 @@ def _check_tokenizer(tokenizer, max_length: int, doc_stride: int) -> None:
                            fix="use a model that ships a tokenizer.json (a fast, Rust-based tokenizer)")
     if not isinstance(max_length, int) or not isinstance(doc_stride, int) or doc_stride < 0 \
             or max_length <= tokenizer.num_special_tokens_to_add(pair=True) + 1 or doc_stride >= max_length:
+        # advice the model can follow: max_length is already capped at its positions (a small one has 64)
+        room = isinstance(max_length, int) and max_length > tokenizer.num_special_tokens_to_add(pair=True) + 8
         raise BertctlError(f"max_length={max_length} and doc_stride={doc_stride} cannot make windows",
-                           fix="use 0 <= doc_stride < max_length, e.g. max_length=384 doc_stride=128")
+                           fix=f"use 0 <= qa.doc_stride < {max_length}, e.g. qa.doc_stride={max_length // 4}" if room else
+                           f"use a larger model.max_length (e.g. {min(384, _limit(tokenizer) or 384)}) and "
+                           "0 <= qa.doc_stride < model.max_length")
     limit = getattr(tokenizer, "model_max_length", None)
     if isinstance(limit, int) and limit < 1_000_000 and max_length > limit:
         raise BertctlError(f"max_length={max_length} is longer than the model accepts ({limit} tokens)",
@@ -130,8 +134,16 @@ def _check_question_lengths(tokenizer, examples, questions, max_length: int, doc
                 f"question {_example_id(examples[i], i)} is {n} tokens long: with max_length={max_length} "
                 f"and doc_stride={doc_stride} only {max(room, 0)} context tokens fit a window, "
                 f"not more than the overlap",
-                fix="raise max_length, lower doc_stride, or shorten that question",
+                fix=("raise max_length, lower doc_stride, or shorten that question"
+                     if max_length < (_limit(tokenizer) or max_length + 1) else
+                     f"lower doc_stride or shorten that question (max_length is already the model's {max_length})"),
             )
+
+
+def _limit(tokenizer) -> int | None:
+    """The longest input the tokenizer's model takes, when it says (not its 'no limit' sentinel)."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and limit < 1_000_000 else None
 
 
 # ------------------------------------------------------------------------- windows

@@ -56,10 +56,12 @@ class _Say:
             self.run.log(text)
 
 
-def write_recipe(run: Run, recipe: FinetuneRecipe, line: str = "bertctl finetune") -> None:
+def write_recipe(run: Run, recipe: FinetuneRecipe, line: str = "bertctl finetune", resume: bool = False,
+                 may_differ: tuple[str, ...] = ()) -> None:
+    """recipe.yaml; on --resume the recorded one is compared instead (see Run.keep_recipe)."""
     from bertctl.recipe import dump
 
-    run.write_text("recipe.yaml", f"# {line}\n" + dump(recipe))
+    run.keep_recipe(f"# {line}\n" + dump(recipe), resume, may_differ)
 
 
 @contextmanager
@@ -91,19 +93,46 @@ def finetune(recipe: FinetuneRecipe, run: Run, resume: bool = False, quiet: bool
     the same recipe from random weights; comparison.png and the comparison in
     metrics.json are added, and the pretrained run's dev metrics are returned."""
     say = _Say(run, quiet)
+    # on --resume: compared before anything is written; --merge may be added to a finished run
+    write_recipe(run, recipe, resume=resume, may_differ=("merge",))
+    if resume and run.finished():  # nothing to do, and nothing to rewrite (metrics.json keeps its timings)
+        if recipe.merge and recipe.method != "full" and not run.file("merged").exists():
+            _merge_finished(recipe, run, say)
+        else:
+            _Say(None, quiet)(f"{run.path} already finished: nothing to resume")  # said, not logged: no file changes
+        return read_json(run.file("metrics.json"))["dev"]
+    run.start(data_mod.input_files(recipe.data), resume)
     if recipe.compare_init:
-        return _compare_init(recipe, run, resume, say)
-    return train_one(recipe, run, resume, say)["dev"]
+        dev = _compare_init(recipe, run, resume, say)
+    else:
+        dev = train_one(recipe, run, resume, say, record=False)["dev"]
+    run.finish()
+    return dev
 
 
-def train_one(recipe: FinetuneRecipe, run: Run, resume: bool, say: Callable[[str], None]) -> dict:
-    """One fine-tuning run; returns the summary written to metrics.json."""
+def _merge_finished(recipe: FinetuneRecipe, run: Run, say) -> None:
+    """`--resume --merge` of a finished LoRA/QLoRA run: the one thing left to do is merged/."""
+    from bertctl.models import ModelSource, load_tokenizer
+    from bertctl.tasks import methods
+
+    model_dir = run.file("model")
+    tokenizer = load_tokenizer(ModelSource(str(model_dir), "local", str(model_dir)), recipe.model.trust_remote_code)
+    task = get_task(recipe.kind)(recipe, read_json(run.file("labels.json")))
+    if run.main:
+        say(f"merged adapter into {methods.write_merged(model_dir, run.file('merged'), recipe, task, tokenizer)}")
+    write_recipe(run, recipe)  # the run now has merged/: its recipe says merge: true
+
+
+def train_one(recipe: FinetuneRecipe, run: Run, resume: bool, say: Callable[[str], None], record: bool = True) -> dict:
+    """One fine-tuning run; returns the summary written to metrics.json. `record`: write
+    (or on resume compare) the run's recipe.yaml; `finetune` has done so already."""
     from bertctl.models import load_tokenizer
     from bertctl.tasks import methods
     from bertctl.train import Job, fit
 
     kind = recipe.kind
-    write_recipe(run, recipe)
+    if record:
+        write_recipe(run, recipe, resume=resume)
     source, line = methods.pick_model(recipe.model.name_or_path, recipe.model.allow_pickle)
     say(line + ("" if recipe.model.init == "pretrained" else " [architecture only: random init]"))
     splits = data_mod.load_splits(recipe.data, kind, task=recipe.task)
@@ -127,6 +156,9 @@ def train_one(recipe: FinetuneRecipe, run: Run, resume: bool, say: Callable[[str
 
     train_features = task.encode(tokenizer, splits.train, train=True)
     dev_features = task.encode(tokenizer, splits.dev, train=False)
+    for note in task.report():
+        say(note)
+        splits.notes.append(note)  # kept in metrics.json
     lengths = [task.length(f) for f in train_features]
     s = recipe.train
     state = {"predictions": None, "eval_seconds": 0.0}
@@ -239,7 +271,7 @@ def _compare_init(recipe: FinetuneRecipe, run: Run, resume: bool, say) -> dict:
     random_ = recipe.model_copy(update={"compare_init": False,
                                         "model": recipe.model.model_copy(update={"init": "random"})})
     say("compare_init: 1/2 pretrained weights")
-    a = train_one(pretrained, run, resume, say)
+    a = train_one(pretrained, run, resume, say, record=False)  # run's recipe.yaml is the compare_init one
     sub_path = run.path / RANDOM_DIR
     sub_resume = resume and Run(sub_path, "finetune").latest_checkpoint() is not None
     sub = Run.create(sub_path, "finetune", resume=sub_resume)
@@ -247,7 +279,6 @@ def _compare_init(recipe: FinetuneRecipe, run: Run, resume: bool, say) -> dict:
     b = train_one(random_, sub, sub_resume, say)
     comparison = {"pretrained": a["dev"], "random": b["dev"],
                   "epochs": {"pretrained": a["epochs"], "random": b["epochs"]}}
-    write_recipe(run, recipe)
     run.write_json("metrics.json", {**a, "compare_init": comparison})
     if run.main:
         curves_png(run.file("comparison.png"), {"pretrained": a["epochs"], "random init": b["epochs"]},
@@ -343,8 +374,9 @@ class _Evaluator:
         from bertctl.models import ModelSource, load_tokenizer
         from bertctl.tasks import methods
 
-        if not run_dir.exists():
-            raise BertctlError(f"{run_dir} does not exist", fix="pass the --out folder of a finished `bertctl finetune` run")
+        if not run_dir.is_dir():
+            raise BertctlError(f"{run_dir} does not exist" if not run_dir.exists() else f"{run_dir} is not a folder",
+                               fix="pass the --out folder of a finished `bertctl finetune` run")
         if not (run_dir / "model").is_dir():
             raise BertctlError(f"{run_dir} has no model/ (the run did not finish)",
                                fix="pass the folder of a finished `bertctl finetune` run, or --resume it first")
