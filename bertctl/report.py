@@ -22,7 +22,7 @@ def table(title: str, rows: Sequence[dict], columns: Iterable[str] | None = None
     columns = list(columns or (rows[0].keys() if rows else []))
     t = Table(title=title, caption=caption, title_style="bold")
     for c in columns:
-        t.add_column(c, justify="left" if c in {"name", "task", "model", "metric", "split"} else "right")
+        t.add_column(c, justify="left" if c in {"name", "task", "model", "metric", "split", "file"} else "right")
     for row in rows:
         t.add_row(*(fmt(row.get(c)) for c in columns))
     return t

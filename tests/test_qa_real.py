@@ -248,3 +248,17 @@ def test_finetune_model_flag_sets_the_encoder(tmp_path, tiny, cli, one_thread):
     assert str(tiny) in (tmp_path / "r" / "recipe.yaml").read_text()
     code, _, err = cli("finetune", "--eval-only", tmp_path / "r", "--model", "minilm")
     assert code == 2 and "--model does not apply" in err
+
+
+def test_eval_only_data_override_clears_the_runs_split_by(tmp_path):
+    """A finetune_squad run (split by title) scored on another file: the split goes, and so
+    must split_by (it only applies with a split)."""
+    from bertctl.recipe import load
+    from bertctl.tasks.config import FinetuneRecipe
+    from bertctl.tasks.run import load_run_recipe, write_recipe
+
+    r, _ = load(FinetuneRecipe, "finetune_squad", [], "finetune_squad")
+    (tmp_path / "run").mkdir()
+    write_recipe(Run(tmp_path / "run", "finetune"), r)
+    other = load_run_recipe(tmp_path / "run", [f"data.dev={tmp_path / 'xquad.en.json'}"])
+    assert other.data.split is None and other.data.split_by is None and other.data.train is None

@@ -296,11 +296,11 @@ def _clear_for(data: dict, overrides: list[str]) -> dict:
     keys = [o.split("=", 1)[0].strip() for o in overrides]
     data = dict(data)
     if any(k in ("data.dev", "data.test") for k in keys):
-        data.update(train=None, dev=None, test=None, split=None, hf=None)
+        data.update(train=None, dev=None, test=None, split=None, split_by=None, hf=None)
     elif any(k.startswith("data.hf") for k in keys):
-        data.update(train=None, dev=None, test=None, split=None)
+        data.update(train=None, dev=None, test=None, split=None, split_by=None)
     elif any(k.startswith("data.world") for k in keys):
-        data.update(train=None, dev=None, test=None, split=None, hf=None)
+        data.update(train=None, dev=None, test=None, split=None, split_by=None, hf=None)
     return data
 
 
