@@ -524,6 +524,9 @@ def fit(model: torch.nn.Module, job: Job, s: TrainSettings, run: Run, resume: bo
                            fix=f"use a multiple of {world}")
     if world > 1:
         run.log(f"{world} processes ({acc.distributed_type.value}), {s.batch_size // world} examples each per batch")
+    # in log.txt only: which path actually ran (benchmarks/gpu.sh checks FSDP/DeepSpeed were used)
+    run.log(f"accelerate: {acc.distributed_type.value}, device {acc.device}, mixed precision {acc.mixed_precision}"
+            + (", torch.compile" if s.compile else ""))
     from accelerate.utils import DistributedType
 
     if acc.distributed_type == DistributedType.FSDP and not getattr(acc, "is_fsdp2", True):

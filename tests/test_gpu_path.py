@@ -250,3 +250,39 @@ def test_batches_go_to_a_gpu_through_pinned_memory(monkeypatch):
     pinned.clear()
     train_mod._to(batch, "cpu")
     assert not pinned
+
+
+# ---------------------------------------------------------------- benchmarks/gpu.sh
+
+
+STEPS = ["pretrain_throughput", "finetune_throughput", "lora", "qlora", "accelerate_fsdp2", "accelerate_zero2"]
+
+
+@pytest.mark.slow
+def test_gpu_script_dry_run_on_cpu(tmp_path):
+    """Without CUDA benchmarks/gpu.sh says so in one line, runs every step tiny on the CPU
+    and exits 0: each step prints a RESULT line (ok, or skipped for an absent package,
+    e.g. deepspeed here) and the summary table closes the run. ~1 minute on 2 cores."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(root), "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(["bash", str(root / "benchmarks" / "gpu.sh"), "--no-install", "--out", str(tmp_path / "out")],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    out = done.stdout
+    assert done.returncode == 0, out[-3000:] + done.stderr[-2000:]
+    assert out.count("no CUDA GPU here") == 1
+    results = {}
+    for line in (tmp_path / "out" / "results.txt").read_text().splitlines():
+        name, *pairs = line.split()[1:]
+        results[name] = dict(p.split("=", 1) for p in pairs)
+    assert list(results) == STEPS
+    for name, fields in results.items():
+        status = fields.get("status", "ok")  # the benchmarks' own RESULT lines have figures only
+        assert status == "ok" or (status == "skipped" and fields["missing"]), (name, fields)
+    if results["accelerate_fsdp2"].get("status") == "ok":
+        assert results["accelerate_fsdp2"]["resumed_equals_uninterrupted"] == "yes"
+    assert "step" in out and "targets" in out and "dry run on CPU" in out
