@@ -49,8 +49,17 @@ if [ "$INSTALL" = 1 ]; then
     for pkg in $("$PY" benchmarks/gpu_report.py missing); do
         # bitsandbytes and deepspeed declare torch as a dependency: --no-deps, so pip cannot
         # go looking for another torch; their own small dependencies are listed in the README
-        extra=""
-        case "$pkg" in bitsandbytes|deepspeed) extra="--no-deps --no-build-isolation" ;; esac
+        extra="" deps=""
+        case "$pkg" in
+            bitsandbytes) extra="--no-deps" ;;  # its other needs (numpy, packaging) come with the stack
+            deepspeed) extra="--no-deps --no-build-isolation"  # a source archive, built against this torch
+                       deps="hjson ninja py-cpuinfo msgpack psutil einops packaging tqdm" ;;
+        esac
+        for d in $deps; do
+            "$PY" -c "import importlib.metadata as m; m.version('$d')" 2>/dev/null && continue
+            if [ -n "$WHEELS" ]; then "$PY" -m pip install -q --no-index --find-links "$WHEELS" "$d" >/dev/null 2>&1
+            else "$PY" -m pip install -q "$d" >/dev/null 2>&1; fi
+        done
         if [ -n "$WHEELS" ]; then
             "$PY" -m pip install -q --no-index --find-links "$WHEELS" $extra "$pkg" >/dev/null 2>&1 \
                 || echo "note: $pkg is not installable from $WHEELS: the steps needing it are skipped"

@@ -286,3 +286,23 @@ def test_gpu_script_dry_run_on_cpu(tmp_path):
     if results["accelerate_fsdp2"].get("status") == "ok":
         assert results["accelerate_fsdp2"]["resumed_equals_uninterrupted"] == "yes"
     assert "step" in out and "targets" in out and "dry run on CPU" in out
+
+
+def test_a_missing_optional_package_is_one_line(cli, monkeypatch):
+    """Clusters install bertctl with --no-deps: an absent package is one error line naming
+    what to pip install, and only the command needing it fails."""
+    from bertctl.cli import _missing_package
+
+    error = _missing_package(ModuleNotFoundError("No module named 'sklearn'", name="sklearn"))
+    assert "pip install scikit-learn" in error.line() and "--find-links" in error.line()
+    assert _missing_package(ModuleNotFoundError("x", name="bertctl.nope")) is None
+    assert _missing_package(ValueError("x")) is None
+
+    import bertctl.recipe
+
+    def absent(*a, **k):
+        raise ModuleNotFoundError("No module named 'deepspeed'", name="deepspeed")
+
+    monkeypatch.setattr(bertctl.recipe, "builtin_recipes", absent)
+    code, out, err = cli("recipes", "list")
+    assert code == 2 and "needs the Python package 'deepspeed'" in err and len(err.strip().splitlines()) == 1
