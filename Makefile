@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install pretrain test bench clean
+.PHONY: install pretrain test bench bench-gpu clean
 
 $(BIN)/bertctl: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: install
 
 bench: install
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+
+# On a GPU node, with the cluster's own CUDA torch/transformers/accelerate/peft (not the venv
+# above): make bench-gpu [PYTHON=/path/to/python] [WHEELS=dir]. See README, "GPU".
+bench-gpu:
+	PYTHON=$(PYTHON) bash benchmarks/gpu.sh $(if $(WHEELS),--wheels $(WHEELS))
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

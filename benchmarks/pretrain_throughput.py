@@ -13,11 +13,16 @@ Throughput is training tokens per second of the training loop (tokenisation excl
 both sides). Quality: both final models are scored as stock BertForMaskedLM on the same
 held-out documents with the same fixed masks (masked-token accuracy). MFU is the model
 FLOPs each side actually needs per second (bertctl: prediction head on masked positions
-only; baseline: head on every position) over the bf16 matmul peak measured here.
+only; baseline: head on every position) over the bf16 peak: on a GPU the datasheet's dense
+bf16 figure for its name (H100/H200 SXM 989 TFLOP/s; --peak-tflops to give another), on a
+CPU the best bf16 matmul measured here.
 
     python benchmarks/pretrain_throughput.py             # ~2-4 minutes on 2 idle CPU cores
     python benchmarks/pretrain_throughput.py --quick     # smoke run (well under a minute)
     python benchmarks/pretrain_throughput.py --steps 300 --hidden 256 --layers 4
+    # BERT-base on one GPU, bf16 both sides (what benchmarks/gpu.sh runs)
+    python benchmarks/pretrain_throughput.py --hidden 768 --layers 12 --heads 12 --intermediate 3072 \
+        --batch-size 128 --steps 400 --baseline-precision bf16
 
 Ends with one line: RESULT pretrain_throughput ratio=<bertctl tokens/s / baseline tokens/s> ...
 """
@@ -61,6 +66,10 @@ def parse_args(argv=None):
     p.add_argument("--eval-sequences", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    p.add_argument("--compile", action="store_true", help="bertctl with train.compile=true (compile time is counted)")
+    p.add_argument("--peak-tflops", type=float, default=0.0,
+                   help="the bf16 peak for MFU in TFLOP/s (default: the datasheet figure of a known GPU, "
+                        "else a measured matmul)")
     p.add_argument("--quick", action="store_true", help="smoke run: 12 steps, 1,000 documents")
     p.add_argument("--out", default=None, help="keep the bertctl run folder here (default: a temp folder)")
     args = p.parse_args(argv)
@@ -72,19 +81,43 @@ def parse_args(argv=None):
 # ---------------------------------------------------------------------------- peak
 
 
-def bf16_matmul_peak(seconds: float = 2.0) -> float:
+# Dense bf16 tensor-core peaks from NVIDIA's datasheets (TFLOP/s, without sparsity): MFU is
+# conventionally against these, not against what a matmul reaches (which flatters MFU).
+GPU_BF16_PEAK_TFLOPS = {"H200": 989.4, "H100 SXM": 989.4, "H100 80GB HBM3": 989.4, "GH200": 989.4,
+                        "H100 NVL": 835.0, "H100 PCIe": 756.0, "H100": 756.0, "A100": 312.0, "L40S": 362.1,
+                        "A10G": 70.0, "L4": 121.0}
+
+
+def bf16_matmul_peak(seconds: float = 2.0, device: str = "cpu") -> float:
     """FLOP/s of a big bf16 matmul on this machine (the best of several timed runs)."""
     import torch
 
-    n = 2048
-    a, b = torch.randn(n, n, dtype=torch.bfloat16), torch.randn(n, n, dtype=torch.bfloat16)
-    torch.matmul(a, b)  # warm-up (oneDNN picks its kernel)
+    n = 2048 if device == "cpu" else 8192
+    a, b = (torch.randn(n, n, dtype=torch.bfloat16, device=device) for _ in range(2))
+    torch.matmul(a, b)  # warm-up (oneDNN / cuBLAS picks its kernel)
     best, deadline = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         t = time.perf_counter()
         torch.matmul(a, b)
+        if device != "cpu":
+            torch.cuda.synchronize()
         best = max(best, 2 * n ** 3 / (time.perf_counter() - t))
     return best
+
+
+def bf16_peak(a) -> tuple[float, str]:
+    """(FLOP/s, where the figure comes from) for MFU."""
+    import torch
+
+    if a.peak_tflops:
+        return a.peak_tflops * 1e12, "--peak-tflops"
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name()
+        for key, tflops in GPU_BF16_PEAK_TFLOPS.items():  # most specific names first
+            if key in name:
+                return tflops * 1e12, f"datasheet, {name}"
+        return bf16_matmul_peak(device="cuda"), f"measured matmul, {name} (not in the datasheet table)"
+    return bf16_matmul_peak(), "measured matmul, CPU"
 
 
 def train_flops_per_token(a, vocab: int, head_fraction: float) -> float:
@@ -111,6 +144,7 @@ def bertctl_recipe(a, cache: Path):
         f"train.max_steps={a.steps}", f"train.batch_size={a.batch_size}", f"train.lr={a.lr}", f"train.warmup={a.warmup}",
         f"train.precision={a.precision}", f"train.seed={a.seed}", f"train.log_every={max(1, a.steps // 10)}",
         f"train.eval_every={a.steps}", f"train.save_every={a.steps}", f"eval.max_sequences={a.eval_sequences}",
+        f"train.compile={str(a.compile).lower()}",
     ]
     return load(PretrainRecipe, None, overrides, default="pretrain")[0]
 
@@ -157,8 +191,9 @@ def run_baseline(a, recipe, tokenizer, out: Path) -> dict:
     args = TrainingArguments(
         output_dir=str(out), per_device_train_batch_size=a.batch_size, max_steps=a.steps, learning_rate=a.lr,
         warmup_steps=a.warmup, lr_scheduler_type="linear", weight_decay=0.01, adam_epsilon=1e-6, max_grad_norm=1.0,
-        bf16=a.baseline_precision == "bf16", use_cpu=True, seed=a.seed, save_strategy="no", report_to="none",
-        logging_steps=max(1, a.steps // 10), dataloader_num_workers=0, dataloader_pin_memory=False, disable_tqdm=False,
+        bf16=a.baseline_precision == "bf16", use_cpu=not torch.cuda.is_available(), seed=a.seed, save_strategy="no",
+        report_to="none", logging_steps=max(1, a.steps // 10), dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(), disable_tqdm=False,
     )
     trainer = Trainer(model=model, args=args, train_dataset=grouped, data_collator=collator)
     result = trainer.train()
@@ -181,12 +216,14 @@ def masked_scores(model, recipe, tokenizer) -> tuple[float, float]:
     collate = Collator(recipe.objective, spec_from_tokenizer(tokenizer, recipe.objective), tokenizer.pad_token_id,
                        recipe.train.seed)
     model = model.float().eval()
+    device = next(model.parameters()).device
     hits = total = 0
     loss = 0.0
     n = min(len(heldout), recipe.eval.max_sequences)
     with torch.no_grad():
         for start in range(0, n, 32):
             batch = collate([heldout[i] for i in range(start, min(start + 32, n))], EVAL_EPOCH)
+            batch = {k: v.to(device) for k, v in batch.items() if torch.is_tensor(v)}
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                            token_type_ids=batch["token_type_ids"]).logits  # [B, L, V]
             picked = logits.flatten(0, 1)[batch["mlm_positions"]].float()
@@ -218,8 +255,8 @@ def main(argv=None) -> None:
           f"{a.steps} steps ({a.steps * a.batch_size * a.length:,} tokens), {a.docs} World docs, "
           f"tokenizer {a.tokenizer}, torch threads {torch.get_num_threads()}")
 
-    peak = bf16_matmul_peak()
-    print(f"bf16 matmul peak: {peak / 1e9:.1f} GFLOP/s")
+    peak, peak_source = bf16_peak(a)
+    print(f"bf16 peak: {peak / 1e9:.1f} GFLOP/s ({peak_source})")
 
     # tokenizer and token cache first, so neither side's timing includes them
     scratch_run = Run.create(tmp / "prep", "pretrain")
@@ -264,7 +301,8 @@ def main(argv=None) -> None:
           f"acc_informative={'yes' if informative else 'no'} "
           f"bertctl_mlm_loss={mine_loss:.4f} baseline_mlm_loss={base_loss:.4f} "
           f"bertctl_mfu={mine_mfu:.3f} baseline_mfu={base_mfu:.3f} peak_bf16_gflops={peak / 1e9:.1f} "
-          f"steps={a.steps} tokens={a.steps * a.batch_size * a.length}")
+          f"steps={a.steps} tokens={a.steps * a.batch_size * a.length} "
+          f"device={torch.cuda.get_device_name().replace(' ', '_') if torch.cuda.is_available() else 'cpu'}")
 
 
 if __name__ == "__main__":

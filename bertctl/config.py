@@ -27,6 +27,8 @@ class TrainSettings(Section):
     eval_every: int = Field(0, ge=0, description="steps between evaluations; 0 = each epoch end and at the end")
     save_every: int = Field(0, ge=0, description="steps between checkpoints; 0 = each epoch end and at the end")
     keep_checkpoints: int | None = Field(None, gt=0, description="keep only the newest N (default: all)")
+    compile: bool = Field(False, description="torch.compile the model (in place; the first steps are slower while "
+                                             "it compiles, then each step is faster on a GPU)")
     report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
         default_factory=list, description="experiment trackers besides the run folder (each an extra: "
                                           "pip install 'bertctl[tensorboard]')")

@@ -5,8 +5,10 @@ One loop on `accelerate` (which brings DDP/FSDP/DeepSpeed through `accelerate la
 
     batches(epoch) -> list of lists of example indices (the *global* batches, in order)
     collate(examples, epoch) -> dict of tensors (CPU)
-    units(batch) -> {loss name: count}      e.g. {"mlm": masked tokens, "nsp": pairs}
-    losses(model, batch) -> ({loss name: summed loss}, {extra scalars to log})
+    units(batch) -> {loss name: count}      e.g. {"mlm": masked tokens, "nsp": pairs}; called
+                                            on the CPU batch, before it moves to the device
+    losses(model, batch) -> ({loss name: summed loss}, {extra scalars to log: numbers or
+                                            0-dim tensors, read at logging steps only})
     evaluate(model) -> {metric: value}      called at eval points, on every rank
     state: dict of JSON values (optional)   the caller's running sums (e.g. training loss
                                             since the last evaluation): saved with every
@@ -21,6 +23,11 @@ Randomness is a pure function of (seed, epoch, example) in the collators and the
 plan, and the torch RNG (dropout) is saved in checkpoints, so `--resume` reproduces an
 uninterrupted run. Checkpoints hold only trainable parameters (safetensors), the
 optimizer state (safetensors + JSON) and the loop position.
+
+On a GPU the step never waits for the device: batches are copied from pinned memory
+without blocking, loss counts come from the CPU batch, the non-finite-loss check and the
+logged numbers are read only at logging, evaluation and checkpoint steps (with several
+processes the step's one all-reduce, which carries the stop flag, is the exception).
 
 Sharded training (FSDP through `accelerate launch`, or `fully_shard` applied by hand;
 DeepSpeed ZeRO): no rank holds the whole model or optimizer state, so checkpoints and the
@@ -496,7 +503,29 @@ def resume_command(run: Run) -> str:
 
 
 def _to(batch: dict, device) -> dict:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    """Move a CPU batch to the device. To a GPU through pinned (page-locked) memory: only
+    then is `non_blocking` a real asynchronous copy (from pageable memory the host waits),
+    so the CPU can collate the next batch while the GPU still runs this step."""
+    pin = torch.device(device).type == "cuda"
+    return {k: (v.pin_memory() if pin else v).to(device, non_blocking=True) if torch.is_tensor(v) else v
+            for k, v in batch.items()}
+
+
+def _plain(values: dict) -> dict:
+    """A dict whose values may be device tensors (accumulated without a host sync), as
+    JSON values: .item() keeps ints ints and floats floats."""
+    return {k: v.item() if torch.is_tensor(v) else v for k, v in values.items()}
+
+
+def compile_model(model: torch.nn.Module) -> None:
+    """`train.compile: true`: torch.compile, in place (nn.Module.compile), so parameter
+    names, checkpoints and the wrappers accelerate put around the model stay as they are.
+    A model may name the parts worth compiling (`compile_targets()`): the pretraining
+    wrapper compiles the encoder only, because its masked-only head gathers a different
+    number of positions every batch (a recompile each time)."""
+    parts = model.compile_targets() if hasattr(model, "compile_targets") else [model]
+    for part in parts:
+        part.compile()  # calls torch.compile(part._call_impl)
 
 
 # ------------------------------------------------------------------------ the loop
@@ -516,6 +545,9 @@ def fit(model: torch.nn.Module, job: Job, s: TrainSettings, run: Run, resume: bo
                            fix=f"use a multiple of {world}")
     if world > 1:
         run.log(f"{world} processes ({acc.distributed_type.value}), {s.batch_size // world} examples each per batch")
+    # in log.txt only: which path actually ran (benchmarks/gpu.sh checks FSDP/DeepSpeed were used)
+    run.log(f"accelerate: {acc.distributed_type.value}, device {acc.device}, mixed precision {acc.mixed_precision}"
+            + (", torch.compile" if s.compile else ""))
     from accelerate.utils import DistributedType
 
     if acc.distributed_type == DistributedType.FSDP and not getattr(acc, "is_fsdp2", True):
@@ -534,6 +566,8 @@ def fit(model: torch.nn.Module, job: Job, s: TrainSettings, run: Run, resume: bo
     names = trainable_names(model)  # before FSDP/DeepSpeed rename or flatten the parameters
     model, optimizer = acc.prepare(model, optimizer)
     raw_model = acc.unwrap_model(model)
+    if s.compile:
+        compile_model(raw_model)
     kind = sharding(raw_model, acc)
     held = raw_model if kind == PLAIN else model  # what the checkpoint helpers gather from
 
@@ -566,8 +600,24 @@ def fit(model: torch.nn.Module, job: Job, s: TrainSettings, run: Run, resume: bo
 
     def checkpoint(epoch: int, batch: int) -> None:
         save_checkpoint(run, step, held, optimizer, scheduler,
-                        {"epoch": epoch, "batch": batch, "evals": evals, "job_state": job.state or {}}, s.keep_checkpoints,
-                        kind, names, acc)
+                        {"epoch": epoch, "batch": batch, "evals": evals, "job_state": _plain(job.state or {})},
+                        s.keep_checkpoints, kind, names, acc)
+
+    # The first non-finite step loss, kept on the device: checking it with a Python `if`
+    # every step would make the host wait for the GPU each step. It is read before
+    # anything is logged, evaluated or saved, so a bad step never reaches a checkpoint.
+    bad_step = torch.zeros((), dtype=torch.long, device=acc.device)
+    bad_loss = torch.zeros((), device=acc.device)
+
+    def stop_if_diverged() -> None:
+        if bad_step.item():
+            last = run.latest_checkpoint()
+            raise BertctlError(
+                f"loss became {bad_loss.item()} at step {bad_step.item()}; stopped without saving it"
+                + (f" (last good checkpoint: {last})" if last else ""),
+                # not "--resume": a resumed run keeps the recipe (and learning rate) it started with
+                fix="start a new run (another --out) with a lower train.lr or a larger train.warmup"
+                    + (" or train.precision=fp32" if s.precision != "fp32" else ""))
 
     progress = _progress(run.main, describe, total, step)
     seen_tokens = seen_samples = 0
@@ -580,21 +630,26 @@ def fit(model: torch.nn.Module, job: Job, s: TrainSettings, run: Run, resume: bo
             b = skip_batches if epoch == start_epoch else 0
             while b < usable and step < total:
                 # ---- one optimizer step over grad_accum micro-batches
-                micro = []
+                # Counts (loss units, tokens) come from the CPU batches, before the copy to the
+                # device: counting on the device would be a host sync per micro-batch.
+                micro, units = [], []
                 for idx in plan[b:b + s.grad_accum]:
                     mine = idx[rank * len(idx) // world:(rank + 1) * len(idx) // world]  # this rank's slice
-                    micro.append(_to(job.collate([job.dataset[i] for i in mine], epoch), acc.device))
-                counts = _global_counts([job.units(mb) for mb in micro], acc)
+                    cpu_batch = job.collate([job.dataset[i] for i in mine], epoch)
+                    units.append(job.units(cpu_batch))
+                    seen_tokens += (int(cpu_batch["attention_mask"].sum()) if "attention_mask" in cpu_batch
+                                    else cpu_batch["input_ids"].numel())
+                    seen_samples += len(cpu_batch["input_ids"])
+                    micro.append(_to(cpu_batch, acc.device))
+                counts = _global_counts(units, acc)
                 step_loss, extras = torch.zeros((), device=acc.device), {}
                 for i, mb in enumerate(micro):
                     sync = acc.no_sync(model) if i < len(micro) - 1 else _nullcontext()
                     with sync, acc.autocast():
                         sums, extras = job.losses(model, mb)
-                        loss = sum(sums[k] / max(counts[k], 1) for k in sums)
+                        loss = sum(sums[k] / counts[k] for k in sums)
                     acc.backward(loss * world)  # DDP averages gradients over ranks; undo that
                     step_loss += loss.detach().float()
-                    seen_tokens += int(mb["attention_mask"].sum()) if "attention_mask" in mb else mb["input_ids"].numel()
-                    seen_samples += len(mb["input_ids"])
                 if s.max_grad_norm:
                     acc.clip_grad_norm_(model.parameters(), s.max_grad_norm)
                 if world > 1:  # one all-reduce: the loss, and whether any rank was asked to stop
@@ -604,34 +659,33 @@ def fit(model: torch.nn.Module, job: Job, s: TrainSettings, run: Run, resume: bo
                 else:
                     step_loss = acc.reduce(step_loss, reduction="sum")
                     stopping = False
-                if not torch.isfinite(step_loss):
-                    last = run.latest_checkpoint()
-                    raise BertctlError(
-                        f"loss became {step_loss.item()} at step {step + 1}; stopped without saving it"
-                        + (f" (last good checkpoint: {last})" if last else ""),
-                        # not "--resume": a resumed run keeps the recipe (and learning rate) it started with
-                        fix="start a new run (another --out) with a lower train.lr or a larger train.warmup"
-                            + (" or train.precision=fp32" if s.precision != "fp32" else ""))
+                first_bad = ~torch.isfinite(step_loss) & (bad_step == 0)
+                bad_step = torch.where(first_bad, step + 1, bad_step)
+                bad_loss = torch.where(first_bad, step_loss, bad_loss)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 b += s.grad_accum
 
-                # ---- bookkeeping: log, evaluate, checkpoint, honour Ctrl-C
-                if step % s.log_every == 0 or step == total:
+                # ---- bookkeeping: log, evaluate, checkpoint, honour Ctrl-C (the only host syncs)
+                epoch_done = b >= usable
+                log_now = step % s.log_every == 0 or step == total
+                eval_now = (s.eval_every and step % s.eval_every == 0) or (not s.eval_every and epoch_done) or step == total
+                save_now = (s.save_every and step % s.save_every == 0) or (not s.save_every and epoch_done) or step == total
+                stopping = stopping or (world == 1 and stop.requested)
+                if log_now or eval_now or save_now or stopping:
+                    stop_if_diverged()
+                if log_now:
                     now = time.perf_counter()
                     row = {"step": step, "epoch": epoch, "loss": round(step_loss.item(), 5),
                            "lr": scheduler.get_last_lr()[0], "tokens_per_s": round(seen_tokens * world / max(now - t0, 1e-9), 1),
-                           **{k: round(v, 5) for k, v in extras.items()}}
+                           **{k: round(float(v), 5) for k, v in extras.items()}}  # extras may be device tensors
                     run.log_metrics(row)
                     trackers.log(row, "train")
                     progress.update(step, row)
-                epoch_done = b >= usable
-                if (s.eval_every and step % s.eval_every == 0) or (not s.eval_every and epoch_done) or step == total:
+                if eval_now:
                     evaluate(epoch)
-                save_now = (s.save_every and step % s.save_every == 0) or (not s.save_every and epoch_done) or step == total
-                stopping = stopping or (world == 1 and stop.requested)
                 if save_now or stopping:
                     nxt = (epoch + 1, 0) if epoch_done else (epoch, b)
                     checkpoint(*nxt)
@@ -649,12 +703,16 @@ def fit(model: torch.nn.Module, job: Job, s: TrainSettings, run: Run, resume: bo
     return FitResult(step, seconds, seen_tokens * world, seen_samples * world, evals, final, gathered)
 
 
-def _global_counts(per_micro: list[dict[str, int]], acc) -> dict[str, float]:
-    """Loss units summed over micro-batches and ranks (the denominators of the mean)."""
+def _global_counts(per_micro: list[dict[str, int]], acc) -> dict:
+    """Loss units summed over micro-batches and ranks (the denominators of the mean), at
+    least 1 each. One process: Python floats. Several: the all-reduced counts stay on the
+    device (0-dim tensors), so the step does not wait for them."""
     keys = sorted({k for d in per_micro for k in d})
-    local = torch.tensor([float(sum(d.get(k, 0) for d in per_micro)) for k in keys], device=acc.device)
-    total = acc.reduce(local, reduction="sum") if acc.num_processes > 1 else local
-    return dict(zip(keys, total.tolist()))
+    local = [float(sum(d.get(k, 0) for d in per_micro)) for k in keys]
+    if acc.num_processes == 1:
+        return {k: max(v, 1.0) for k, v in zip(keys, local)}
+    total = acc.reduce(torch.tensor(local, device=acc.device), reduction="sum").clamp(min=1)
+    return dict(zip(keys, total.unbind()))
 
 
 class _nullcontext:

@@ -166,8 +166,13 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
                 (grad_bias * grad_loss).to(db) if ctx.has_bias else None, None, None)
 
 
-def fused_linear_cross_entropy(hidden, weight, bias, targets, chunk: int = 64) -> torch.Tensor:
-    """Summed cross-entropy of the linear layer (weight [V, H], bias [V]) on hidden [M, H]."""
+def fused_linear_cross_entropy(hidden, weight, bias, targets, chunk: int | None = None) -> torch.Tensor:
+    """Summed cross-entropy of the linear layer (weight [V, H], bias [V]) on hidden [M, H].
+
+    `chunk` rows at a time: 64 on CPU (a [64, V] block stays in cache); on a GPU 1024,
+    because 64-row matmuls are too small to fill it and each chunk costs kernel launches."""
+    if chunk is None:
+        chunk = 1024 if hidden.is_cuda else 64
     return FusedLinearCrossEntropy.apply(hidden, weight, bias, targets, chunk)
 
 
@@ -184,13 +189,29 @@ class Pretrainer(nn.Module):
         self.kind, self.pairs = objective.kind, objective.pairs
         self.head = mlm_head(model) if self.kind == "mlm" else None
 
+    def compile_targets(self) -> list[nn.Module]:
+        """What `train.compile` compiles: the encoder only when the masked-only head is
+        used (it gathers a different number of positions every batch), else the model."""
+        if self.head is not None:
+            return [getattr(self.model, self.model.base_model_prefix)]
+        return [self.model]
+
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         if self.kind == "causal":
             return self._causal(batch)
         return self._masked(batch)
 
+    @staticmethod
+    def _mask(batch: dict):
+        """The attention mask, or None when the collator found no padding in the batch
+        (packed sequences: all but the corpus's last one are full). Without a mask SDPA
+        may use its flash kernel, and transformers does not have to look into the mask
+        (`mask.all()` in Python, a host sync per forward) to find out it is all ones."""
+        return batch.get("attention_mask") if batch.get("padded", True) else None
+
     def _masked(self, batch: dict) -> dict[str, torch.Tensor]:
-        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+        inputs = {k: batch[k] for k in ("input_ids", "token_type_ids") if k in batch}
+        inputs["attention_mask"] = self._mask(batch)
         positions, targets = batch["mlm_positions"], batch["mlm_targets"]  # [M] flat indices into B*L, [M]
         out: dict[str, torch.Tensor] = {}
         logits = None
@@ -225,7 +246,7 @@ class Pretrainer(nn.Module):
         return out
 
     def _causal(self, batch: dict) -> dict[str, torch.Tensor]:
-        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # [B, L, V]
+        logits = self.model(input_ids=batch["input_ids"], attention_mask=self._mask(batch)).logits  # [B, L, V]
         labels = batch["labels"]  # [B, L]: the next token, or -100
         flat_logits, flat_labels = logits.flatten(0, 1).float(), labels.flatten()
         keep = flat_labels != -100

@@ -54,6 +54,7 @@ class Collator:
                  "mlm_targets": torch.from_numpy(np.concatenate(targets))}
         if self.pairs != "none":
             batch["pair_labels"] = torch.tensor([ex.label for ex in examples], dtype=torch.long)
+        batch["padded"] = bool(attention.size) and not attention.all()  # see Pretrainer: no mask, no sync
         return batch
 
     def causal(self, examples: list) -> dict:
@@ -68,7 +69,7 @@ class Collator:
             n = len(ex.ids) - 1
             input_ids[row, :n], labels[row, :n], attention[row, :n] = ex.ids[:-1], ex.ids[1:], 1
         return {"input_ids": torch.from_numpy(input_ids), "labels": torch.from_numpy(labels),
-                "attention_mask": torch.from_numpy(attention)}
+                "attention_mask": torch.from_numpy(attention), "padded": bool(attention.size) and not attention.all()}
 
 
 def loss_names(objective) -> list[str]:
@@ -77,10 +78,12 @@ def loss_names(objective) -> list[str]:
     return ["mlm"] + ([objective.pairs] if objective.pairs != "none" else [])
 
 
-def units(batch: dict) -> dict[str, int]:
-    """How many predictions each loss sums over (the loop's denominators)."""
+def units(batch: dict, as_tensor: bool = False) -> dict[str, int]:
+    """How many predictions each loss sums over (the loop's denominators). `as_tensor`:
+    the causal count as a tensor where the batch is (no host sync on a GPU batch)."""
     if "labels" in batch:
-        return {"lm": int((batch["labels"] != -100).sum())}
+        n = (batch["labels"] != -100).sum()
+        return {"lm": n if as_tensor else int(n)}
     out = {"mlm": len(batch["mlm_targets"])}
     if "pair_labels" in batch:
         out["pair"] = len(batch["pair_labels"])
@@ -134,7 +137,7 @@ class HeldOut:
         for batch in self.batches():
             for name, count in units(batch).items():
                 counts[name] = counts.get(name, 0) + count
-            out = model({k: v.to(device) for k, v in batch.items()})
+            out = model({k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()})
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
         metrics: dict[str, float] = {}
@@ -153,8 +156,14 @@ def _losses(objective):
     def losses(model, batch):
         out = model(batch)
         sums = {("pair" if k in ("nsp", "sop") else k): out[k] for k in names}
-        n = units(batch)
-        extras = {f"{k}_loss": float(out[k].detach()) / max(n["pair" if k in ("nsp", "sop") else k], 1) for k in names}
+        n = units(batch, as_tensor=True)
+        # per-loss means for the log, left on the device (the loop reads them at logging
+        # steps only); float64 as Python's float division was
+        extras = {}
+        for k in names:
+            count = n["pair" if k in ("nsp", "sop") else k]
+            count = count.clamp(min=1) if hasattr(count, "clamp") else max(count, 1)
+            extras[f"{k}_loss"] = out[k].detach().double() / count
         return sums, extras
 
     return losses

@@ -171,9 +171,11 @@ def train_one(recipe: FinetuneRecipe, run: Run, resume: bool, say: Callable[[str
         return task.collate(examples)
 
     def losses(model, batch):
+        # accumulated as device tensors (float64, as the Python floats were): a float() here
+        # would make every step wait for the GPU; fit turns them into numbers at checkpoints
         sums, extras = task.losses(model, batch)
-        running["loss"] += float(sum(v.detach().float() for v in sums.values()))
-        running["units"] += sum(task.units(batch).values())
+        running["loss"] = running["loss"] + sum(v.detach().double() for v in sums.values())
+        running["units"] = running["units"] + sum(task.units(batch).values())
         return sums, extras
 
     def evaluate(model) -> dict:
@@ -181,8 +183,9 @@ def train_one(recipe: FinetuneRecipe, run: Run, resume: bool, say: Callable[[str
         predictions = task.predict(model, splits.dev, dev_features)
         metrics = task.score(splits.dev, predictions)
         state["predictions"] = predictions
-        if running["units"]:  # mean training loss since the previous evaluation (per unit)
-            metrics["train_loss"] = running["loss"] / running["units"]
+        loss, units = (float(running[k]) for k in ("loss", "units"))  # the host sync, once per evaluation
+        if units:  # mean training loss since the previous evaluation (per unit)
+            metrics["train_loss"] = loss / units
         running["loss"], running["units"] = 0.0, 0
         state["eval_seconds"] += time.perf_counter() - t0
         return metrics
