@@ -125,21 +125,21 @@ def _per_type_f1(true_seqs, pred_seqs) -> dict:
 # CMRC and DRCD evaluations; text without CJK characters scores exactly as officially.
 
 _PUNCTUATION = frozenset(string.punctuation)
-_CJK = re.compile(r"([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f])")
+CJK = re.compile(r"([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f])")
 
 
 def normalize_answer(s: str) -> str:
     """Lower text and remove punctuation, articles and extra whitespace (in text with CJK
     characters also the full-width and other Unicode punctuation: 「」，。)."""
     s = s.lower()
-    cjk = _CJK.search(s) is not None
+    cjk = CJK.search(s) is not None
     s = "".join(ch for ch in s if ch not in _PUNCTUATION and not (cjk and unicodedata.category(ch).startswith("P")))
     s = re.sub(r"\b(a|an|the)\b", " ", s, flags=re.UNICODE)
     return " ".join(s.split())
 
 
 def _tokens(s: str) -> list[str]:
-    return _CJK.sub(r" \1 ", normalize_answer(s)).split() if s else []
+    return CJK.sub(r" \1 ", normalize_answer(s)).split() if s else []
 
 
 def _golds(golds) -> list[str]:

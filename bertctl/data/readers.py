@@ -365,6 +365,20 @@ def misplaced_answer(context: str, text, start) -> str | None:
     return f"answer {text!r} is not at answer_start {start!r} in its context{where}"
 
 
+def first_misplaced(context: str, texts, starts) -> str | None:
+    """Why the first misplaced answer of a question is not at its answer_start (None: all fit)."""
+    return next(filter(None, (misplaced_answer(context, t, s) for t, s in zip(texts, starts))), None)
+
+
+def settle_bad_answers(source, problems: list[tuple[str, str]], dropped: list | None) -> None:
+    """Raise for the misplaced answers found, or (data.on_bad_rows=skip: a `dropped` list)
+    record their question ids there."""
+    if dropped is not None:
+        dropped.extend(q for q, _ in problems)
+    elif problems:
+        raise bad_answers_error(source, problems)
+
+
 def bad_answers_error(source, problems: list[tuple[str, str]]) -> BertctlError:
     """All misplaced answers of a file in one line: the count and the first few ids."""
     qid, why = problems[0]
@@ -402,8 +416,7 @@ def read_squad(path, *, encoding: str = "utf-8", dropped: list | None = None) ->
                 for qa in paragraph["qas"]:
                     qid = qa.get("id") if isinstance(qa, dict) else None
                     row = _squad_question(path, qa, context, seen)
-                    why = next(filter(None, (misplaced_answer(context, t, s) for t, s in
-                                             zip(row["answers"]["text"], row["answers"]["answer_start"]))), None)
+                    why = first_misplaced(context, row["answers"]["text"], row["answers"]["answer_start"])
                     if why is None:
                         out.append({**row, "title": title})
                     else:
@@ -416,10 +429,7 @@ def read_squad(path, *, encoding: str = "utf-8", dropped: list | None = None) ->
             fix="each article needs paragraphs, each paragraph context and qas, "
             "each question id, question and answers (text, answer_start)",
         ) from None
-    if bad and dropped is None:
-        raise bad_answers_error(path, bad)
-    if dropped is not None:
-        dropped.extend(q for q, _ in bad)
+    settle_bad_answers(path, bad, dropped)
     if not out:
         raise BertctlError(f"{path} holds no questions" + (f" with well-placed answers ({len(bad)} dropped)" if bad else ""),
                            fix="check the path or regenerate the file")

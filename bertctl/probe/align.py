@@ -25,10 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from bertctl.errors import BertctlError
+from bertctl.metrics import CJK
 from bertctl.probe.features import Encoder, resolve_layer, span_features, word_spans
 
-
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 # ---------------------------------------------------------------------- translation
 
@@ -118,7 +117,7 @@ def contextual_vectors(enc: Encoder, sentences: list[str], words: list[str], max
 
     Words are found between spaces; a listed word with CJK characters (Chinese has no
     spaces) is also found wherever it occurs inside a sentence."""
-    cjk = sorted({w for w in words if _CJK.search(w)}, key=len, reverse=True)
+    cjk = sorted({w for w in words if CJK.search(w)}, key=len, reverse=True)
     spans = [word_spans(s) + [(w, m.span()) for w in cjk for m in re.finditer(re.escape(w), s)] for s in sentences]
     feats = span_features(enc, sentences, [[sp for _, sp in ws] for ws in spans], "mean", batch_size, max_length)
     keys = [w.lower() for ws in spans for w, _ in ws]

@@ -79,7 +79,7 @@ def check_answers(examples, source: str, dropped: list | None = None) -> list:
     All such questions are reported at once; with a `dropped` list they are left out
     instead and their ids appended to it (data.on_bad_rows=skip).
     """
-    from bertctl.data.readers import bad_answers_error, misplaced_answer
+    from bertctl.data.readers import first_misplaced, settle_bad_answers
 
     kept, bad = [], []
     for i, ex in enumerate(examples):
@@ -90,16 +90,12 @@ def check_answers(examples, source: str, dropped: list | None = None) -> list:
             if not isinstance(text, str) or not text.strip():
                 raise BertctlError(f"{source}: question {qid} has an empty answer text",
                                    fix="remove it (an unanswerable question has empty answer lists)")
-        why = next(filter(None, (misplaced_answer(context if isinstance(context, str) else "", t, s)
-                                 for t, s in zip(texts, starts))), None)
+        why = first_misplaced(context if isinstance(context, str) else "", texts, starts)
         if why is None:
             kept.append(ex)
         else:
             bad.append((qid, why))
-    if bad and dropped is None:
-        raise bad_answers_error(source, bad)
-    if dropped is not None:
-        dropped.extend(q for q, _ in bad)
+    settle_bad_answers(source, bad, dropped)
     return kept
 
 

@@ -391,6 +391,7 @@ class _Evaluator:
         self.tokenizer = load_tokenizer(ModelSource(str(run_dir / "model"), "local", str(run_dir / "model")),
                                         recipe.model.trust_remote_code)
         self.model = methods.load_trained(run_dir / "model", recipe, self._task(recipe))
+        self.recipe = recipe  # the recipe of the overrides given (the first file's, for several)
 
     def _task(self, recipe):
         task = get_task(recipe.kind)(recipe, self.labels)
@@ -448,7 +449,7 @@ def evaluate_run(run_dir, overrides: list[str] | None = None, out=None, quiet: b
         given = [o.split("=", 1)[1] for o in rest if o.split("=", 1)[0].strip() == "data.dev"]
         name = eval_name(given[-1]) if given and given[-1].strip() else "dev"
     evaluator = _Evaluator(run_dir, rest)
-    recipe = load_run_recipe(run_dir, rest)
+    recipe = evaluator.recipe
     run = Run.create(out, "finetune-eval")
     write_recipe(run, recipe, f"bertctl finetune --eval-only {run_dir}")
     return evaluator(recipe, run, name, _Say(run, quiet))[name]
