@@ -7,7 +7,7 @@ rate, warm-up, weight decay and AdamW epsilon, one process, in one run:
 - Trainer + DataCollatorWithPadding: random batches padded to their longest example,
   fp32 (the Trainer's default). This is the baseline of the ratio.
 - Trainer + padding to 128 (run_glue.py's default, `pad_to_max_length`): reported too.
-- bertctl (`bertctl.tasks.run.finetune`): seeded length-grouped batches (sort inside
+- bertctl (`bertctl.finetune.run.finetune`): seeded length-grouped batches (sort inside
   random chunks of 50 batches, then shuffle the batches), padding only to the longest
   of each batch, bf16 autocast.
 
@@ -129,8 +129,8 @@ def run_trainer(args, train, dev, model_path: str, pad_to: int | None) -> dict:
 
 def run_bertctl(args, train, dev, model_path: str, folder: Path) -> dict:
     from bertctl.runs import Run, read_json
-    from bertctl.tasks.config import FinetuneRecipe
-    from bertctl.tasks.run import finetune
+    from bertctl.finetune.config import FinetuneRecipe
+    from bertctl.finetune.run import finetune
 
     data = folder / "data"
     data.mkdir(parents=True)
@@ -156,7 +156,7 @@ def padding_report(args, train, model_path: str) -> dict:
 
     from transformers import AutoTokenizer
 
-    from bertctl.tasks.base import length_grouped_batches
+    from bertctl.finetune.base import length_grouped_batches
 
     tok = AutoTokenizer.from_pretrained(model_path)
     lengths = [len(ids) for ids in tok([r["text"] for r in train], truncation=True, max_length=args.max_length)["input_ids"]]

@@ -65,8 +65,8 @@ def texts(n: int) -> tuple[list[str], str]:
 
 def train_run(args, folder: Path) -> Path:
     from bertctl.runs import Run
-    from bertctl.tasks.config import FinetuneRecipe
-    from bertctl.tasks.run import finetune
+    from bertctl.finetune.config import FinetuneRecipe
+    from bertctl.finetune.run import finetune
 
     data = {"train": str(SST2 / "train.tsv"), "dev": str(SST2 / "dev.tsv"), "max_train_samples": 2000,
             "max_eval_samples": 128} if SST2.exists() else {"world": {"train": 1000, "dev": 128}}
@@ -93,7 +93,7 @@ def run_bertctl(run: Path, rows: list[str], args) -> tuple[list[dict], float, st
 def run_pipeline(run: Path, rows: list[str], args) -> tuple[list[dict], float]:
     from transformers import pipeline
 
-    from bertctl.tasks.methods import quiet_transformers
+    from bertctl.finetune.methods import quiet_transformers
 
     quiet_transformers()
     pipe = pipeline("text-classification", model=str(run / "model"), batch_size=args.batch_size, top_k=None)

@@ -41,7 +41,7 @@ def main() -> int:
 
     import torch
 
-    from bertctl.prompt import PromptRecipe
+    from bertctl.prompting.config import PromptRecipe
     from bertctl.prompting.lm import load_lm
     from bertctl.prompting.prompts import option_texts, prompts_for
     from bertctl.prompting.scoring import choose, encode, score

@@ -11,13 +11,13 @@ warm-up and weight decay, one process, in one run:
   window padded to max_length (run_qa's default `pad_to_max_length`), start/end
   positions labelled as run_qa labels them, random batches, fp32 (the Trainer's
   default; --baseline-precision bf16 to change it). The baseline of the ratio.
-- bertctl (`bertctl.tasks.run.finetune`): windows padded only to the longest of their
+- bertctl (`bertctl.finetune.run.finetune`): windows padded only to the longest of their
   batch, seeded length-grouped batches, bf16 autocast.
 
 Throughput is training windows per second of each training loop (both sides cut the
 same questions into the same windows); tokenisation and evaluation are excluded.
 Quality: SQuAD F1/EM on the dev questions, both sides decoded by the same code
-(bertctl.tasks.qa.best_answers, which scores every valid span as run_qa's
+(bertctl.finetune.qa.best_answers, which scores every valid span as run_qa's
 postprocessing does with n_best 20 and max_answer_length 30).
 
     python benchmarks/qa_throughput.py                 # 1,500 questions, 1 epoch: ~20 minutes on 2 cores
@@ -73,7 +73,7 @@ def load_rows(args) -> tuple[list[dict], list[dict], str]:
     """SQuAD-layout train and dev questions, and where they came from."""
     if Path(args.squad).exists():
         from bertctl.data.readers import read_squad
-        from bertctl.tasks.data import split_rows
+        from bertctl.finetune.data import split_rows
 
         train, dev = split_rows(read_squad(args.squad), 0.9, seed=0, by="title")  # as recipes/finetune_squad.yaml
         source = f"SQuAD v1.1 ({args.squad}), split by article"
@@ -90,7 +90,7 @@ def load_rows(args) -> tuple[list[dict], list[dict], str]:
 
 def score(args, dev, features, start_logits, end_logits) -> dict:
     from bertctl import metrics
-    from bertctl.tasks import qa
+    from bertctl.finetune import qa
 
     answers = qa.best_answers(dev, features, start_logits, end_logits, 30, 20, version_2=False)
     return metrics.squad({k: a["text"] for k, a in answers.items()}, dev)
@@ -141,7 +141,7 @@ def run_trainer(args, train, dev, model_path: str) -> dict:
     from transformers import (AutoModelForQuestionAnswering, AutoTokenizer, Trainer, TrainingArguments,
                               default_data_collator)
 
-    from bertctl.tasks import qa
+    from bertctl.finetune import qa
 
     tok = AutoTokenizer.from_pretrained(model_path)
     train_ds = Dataset.from_dict(dict(run_qa_train_features(tok, train, args.max_length, args.doc_stride)))
@@ -170,8 +170,8 @@ def run_trainer(args, train, dev, model_path: str) -> dict:
 
 def run_bertctl(args, train, dev, model_path: str, folder: Path) -> dict:
     from bertctl.runs import Run, read_json
-    from bertctl.tasks.config import FinetuneRecipe
-    from bertctl.tasks.run import finetune
+    from bertctl.finetune.config import FinetuneRecipe
+    from bertctl.finetune.run import finetune
 
     data = folder / "data"
     data.mkdir(parents=True)
@@ -196,8 +196,8 @@ def padding_report(args, train, model_path: str) -> dict:
     """Mean window length: real tokens vs what each side computes on."""
     from transformers import AutoTokenizer
 
-    from bertctl.tasks import qa
-    from bertctl.tasks.base import length_grouped_batches
+    from bertctl.finetune import qa
+    from bertctl.finetune.base import length_grouped_batches
 
     tok = AutoTokenizer.from_pretrained(model_path)
     features = qa.prepare_train_features(tok, train, args.max_length, args.doc_stride)

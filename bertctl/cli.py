@@ -106,10 +106,13 @@ class Group(TyperGroup):
             if error is None or _state["debug"]:
                 raise
             from rich.console import Console
+            from rich.markup import escape
 
             if not is_main_process():  # under torchrun every rank raises the same error: print it once (rank 0)
                 _quiet_exit(ctx, error.exit_code)
-            Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {error.line()}", markup=True)
+            # escaped: the line quotes paths and values, and rich would eat "[...]" in them as markup
+            Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(error.line())}",
+                                                                        markup=True)
             ctx.exit(error.exit_code)
 
 

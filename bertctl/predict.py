@@ -82,9 +82,9 @@ class Predictor:
     def load(cls, path, batch_size: int | None = None, precision: str | None = None) -> "Predictor":
         from bertctl.models import ModelSource, load_tokenizer
         from bertctl.runs import read_json
-        from bertctl.tasks import methods
-        from bertctl.tasks.base import get_task
-        from bertctl.tasks.run import load_run_recipe
+        from bertctl.finetune import methods
+        from bertctl.finetune.base import get_task
+        from bertctl.finetune.run import load_run_recipe
 
         run_dir, model_dir = find_run(path)
         recipe = load_run_recipe(run_dir, [])
@@ -108,8 +108,8 @@ class Predictor:
     # ------------------------------------------------------------------ one chunk
     def predict(self, rows: list[dict], first_index: int = 0) -> list[dict]:
         """One output record per row (role-keyed rows, see read_rows), in row order."""
-        from bertctl.tasks.base import batched_outputs
-        from bertctl.tasks.run import inference
+        from bertctl.finetune.base import batched_outputs
+        from bertctl.finetune.run import inference
 
         if self.kind == "qa":
             rows = [{**r, "id": str(r.get("id", first_index + i))} for i, r in enumerate(rows)]
@@ -145,7 +145,7 @@ class Predictor:
         return record
 
     def _answers(self, rows, features, outputs, first_index: int) -> list[dict]:
-        from bertctl.tasks import qa
+        from bertctl.finetune import qa
 
         q = self.task.recipe.qa
         nbest = qa.decode_nbest(rows, features, [o[0] for o in outputs], [o[1] for o in outputs],
@@ -250,7 +250,7 @@ def _plain(lines: Iterable[str], kind: str, source: str, pair: bool) -> Iterator
 def column_map(kind: str, columns: dict, available: list[str], source: str) -> dict[str, str]:
     """role -> column of the input: the run's recipe mapping (or --column), else the
     task's default names; a missing required column names the available ones."""
-    from bertctl.tasks.data import DEFAULT_COLUMNS
+    from bertctl.finetune.data import DEFAULT_COLUMNS
 
     required, optional = ROLES[kind]
     mapping = {}

@@ -374,10 +374,10 @@ def schema_for(command: str) -> type[BaseModel]:
 
     table = {
         "pretrain": "bertctl.pretraining.config:PretrainRecipe",
-        "finetune": "bertctl.tasks.config:FinetuneRecipe",
+        "finetune": "bertctl.finetune.config:FinetuneRecipe",
         "eval-glue": "bertctl.glue:GlueRecipe",
         "probe": "bertctl.probe.config:ProbeRecipe",
-        "prompt": "bertctl.prompt:PromptRecipe",
+        "prompt": "bertctl.prompting.config:PromptRecipe",
     }
     if command not in table:
         raise BertctlError(f"unknown command '{command}' in recipe", fix=f"use one of: {', '.join(table)}")

@@ -33,7 +33,10 @@ s = TrainSettings(epochs=2, batch_size=32, lr=2e-3, log_every=1, precision="fp32
 try:
     fit(_tiny.model(dropout=0.0), _tiny.job(on_step=on_step), s, Run.create(out, "ddp", resume), resume=resume)
 except Interrupted as e:
-    print(f"rank {rank}: {e.message}", flush=True)
+    # one write of the whole line: print() writes the text and the newline apart, and under
+    # PYTHONUNBUFFERED the two ranks' lines can interleave in the shared pipe
+    sys.stdout.write(f"rank {rank}: {e.message}\n")
+    sys.stdout.flush()
     if rank:  # as the CLI does: leave rank 0 time to finish before torchrun stops everyone
         import time
 

@@ -32,7 +32,7 @@ from bertctl.config import TrainSettings  # noqa: E402
 from bertctl.pretraining.model import Pretrainer  # noqa: E402
 from bertctl.pretraining.run import _save_final  # noqa: E402
 from bertctl.runs import Run  # noqa: E402
-from bertctl.tasks.methods import save_model  # noqa: E402
+from bertctl.finetune.methods import save_model  # noqa: E402
 from bertctl.train import (FSDP, PLAIN, _full_optimizer_state, full_state_dict, load_checkpoint,  # noqa: E402
                            lr_lambda, make_optimizer, process_state, save_checkpoint, sharding, trainable_state)
 

@@ -100,7 +100,7 @@ def _context():
                                     "accelerate.accelerator", "datasets", "tokenizers", "safetensors.torch",
                                     "matplotlib.pyplot", "sklearn.metrics", "scipy.stats", "rich.progress",
                                     "bertctl.cli", "bertctl.train", "bertctl.pretraining.run",
-                                    "bertctl.pretraining.model", "bertctl.tasks.run", "bertctl.tasks.methods",
+                                    "bertctl.pretraining.model", "bertctl.finetune.run", "bertctl.finetune.methods",
                                     "tests.test_faults"])
         _SERVER["ctx"] = ctx
         warm_up = ctx.Process(target=_noop)  # starts the server (and its imports) before any timing

@@ -66,7 +66,7 @@ def _merge(base: dict, extra: dict) -> dict:
 
 def recipe(model_path: Path | str, task: str = "cls", **extra):
     """A small FinetuneRecipe on World data: fp32 (bf16 is slower for tiny matmuls)."""
-    from bertctl.tasks.config import FinetuneRecipe
+    from bertctl.finetune.config import FinetuneRecipe
 
     base = {"task": task, "model": {"name_or_path": str(model_path), "max_length": 64},
             "data": {"world": {"train": 96, "dev": 32}},
@@ -76,7 +76,7 @@ def recipe(model_path: Path | str, task: str = "cls", **extra):
 
 
 def data_settings(**kw):
-    from bertctl.tasks.config import DataSettings
+    from bertctl.finetune.config import DataSettings
 
     return DataSettings.model_validate(kw)
 
@@ -90,7 +90,7 @@ def write(path: Path, text: str) -> Path:
 
 
 def test_align_labels_first_subtoken_only():
-    from bertctl.tasks.tag import IGNORE, align_labels
+    from bertctl.finetune.tag import IGNORE, align_labels
 
     # [CLS] un ##flinch ##ingly bleak [SEP]: word 0 has three pieces
     labels, first = align_labels([None, 0, 0, 0, 1, None], [7, 3])
@@ -103,7 +103,7 @@ def test_align_labels_first_subtoken_only():
 
 def test_tag_encode_with_a_real_wordpiece_tokenizer(tiny):
     from bertctl.models import load_tokenizer, resolve
-    from bertctl.tasks.tag import IGNORE, TagTask
+    from bertctl.finetune.tag import IGNORE, TagTask
 
     tok = load_tokenizer(resolve(str(tiny)))
     rows = [{"tokens": ["unflinchingly", "bleak", "."], "tags": ["ADV", "ADJ", "PUNCT"]}]
@@ -136,7 +136,7 @@ def test_tag_encode_with_a_real_wordpiece_tokenizer(tiny):
 
 
 def test_missing_column_names_the_available_ones(tmp_path):
-    from bertctl.tasks.data import load_splits
+    from bertctl.finetune.data import load_splits
 
     train = write(tmp_path / "train.tsv", "sentence\tlabel\nit is good\t1\nit is bad\t0\n")
     with pytest.raises(BertctlError) as e:
@@ -146,7 +146,7 @@ def test_missing_column_names_the_available_ones(tmp_path):
 
 
 def test_nli_without_a_second_text_column_is_an_error(tmp_path):
-    from bertctl.tasks.data import load_splits
+    from bertctl.finetune.data import load_splits
 
     train = write(tmp_path / "t.jsonl", '{"text": "a", "label": "x"}\n')
     with pytest.raises(BertctlError, match="text_pair.*available columns: 'text', 'label'"):
@@ -154,7 +154,7 @@ def test_nli_without_a_second_text_column_is_an_error(tmp_path):
 
 
 def test_empty_file_is_an_error(tmp_path):
-    from bertctl.tasks.data import load_splits
+    from bertctl.finetune.data import load_splits
 
     empty = write(tmp_path / "train.tsv", "")
     dev = write(tmp_path / "dev.tsv", "sentence\tlabel\nok\t1\n")
@@ -163,7 +163,7 @@ def test_empty_file_is_an_error(tmp_path):
 
 
 def test_dev_label_not_in_train_is_named(tmp_path):
-    from bertctl.tasks.data import load_splits
+    from bertctl.finetune.data import load_splits
 
     train = write(tmp_path / "train.jsonl", '{"text": "a", "label": "pos"}\n{"text": "b", "label": "neg"}\n')
     dev = write(tmp_path / "dev.jsonl", '{"text": "c", "label": "pos"}\n{"text": "d", "label": "meh"}\n')
@@ -173,7 +173,7 @@ def test_dev_label_not_in_train_is_named(tmp_path):
 
 
 def test_unseen_tag_in_dev_is_named(tmp_path):
-    from bertctl.tasks.data import load_splits
+    from bertctl.finetune.data import load_splits
 
     train = write(tmp_path / "train.conll", "the DET\ncat NOUN\n\n")
     dev = write(tmp_path / "dev.conll", "a DET\ndog PROPN\n\n")
@@ -182,7 +182,7 @@ def test_unseen_tag_in_dev_is_named(tmp_path):
 
 
 def test_mixed_label_types_are_refused(tmp_path):
-    from bertctl.tasks.data import load_splits
+    from bertctl.finetune.data import load_splits
 
     train = write(tmp_path / "train.jsonl", '{"text": "a", "label": 1}\n{"text": "b", "label": "positive"}\n')
     with pytest.raises(BertctlError, match="mixes numbers"):
@@ -190,7 +190,7 @@ def test_mixed_label_types_are_refused(tmp_path):
 
 
 def test_regression_needs_numbers(tmp_path):
-    from bertctl.tasks.data import load_splits
+    from bertctl.finetune.data import load_splits
 
     train = write(tmp_path / "train.jsonl", '{"sentence1": "a", "sentence2": "b", "score": "high"}\n')
     with pytest.raises(BertctlError, match="regression needs numeric labels"):
@@ -198,7 +198,7 @@ def test_regression_needs_numbers(tmp_path):
 
 
 def test_snli_dash_labels_are_dropped_with_a_count(tmp_path):
-    from bertctl.tasks.data import load_splits
+    from bertctl.finetune.data import load_splits
 
     lines = [{"sentence1": f"p{i}", "sentence2": f"h{i}", "gold_label": lab}
              for i, lab in enumerate(["entailment", "-", "neutral", "contradiction", "-", "neutral"])]
@@ -210,7 +210,7 @@ def test_snli_dash_labels_are_dropped_with_a_count(tmp_path):
 
 
 def test_tokens_and_tags_of_different_lengths(tmp_path):
-    from bertctl.tasks.data import load_splits
+    from bertctl.finetune.data import load_splits
 
     path = write(tmp_path / "t.jsonl", '{"tokens": ["a", "b"], "tags": ["X"]}\n')
     with pytest.raises(BertctlError, match="2 words but 1 tags"):
@@ -218,7 +218,7 @@ def test_tokens_and_tags_of_different_lengths(tmp_path):
 
 
 def test_no_dev_data_says_how_to_split(tmp_path):
-    from bertctl.tasks.data import load_splits
+    from bertctl.finetune.data import load_splits
 
     path = write(tmp_path / "t.jsonl", '{"text": "a", "label": "x"}\n')
     with pytest.raises(BertctlError, match="data.split"):
@@ -227,7 +227,7 @@ def test_no_dev_data_says_how_to_split(tmp_path):
 
 def test_unknown_task_lists_the_names():
     with pytest.raises(BertctlError, match="sentiment"):
-        from bertctl.tasks.config import canonical_task
+        from bertctl.finetune.config import canonical_task
 
         canonical_task("summarize")
 
@@ -236,7 +236,7 @@ def test_unknown_task_lists_the_names():
 
 
 def test_split_is_seeded_disjoint_and_complete(tmp_path):
-    from bertctl.tasks.data import load_splits
+    from bertctl.finetune.data import load_splits
 
     rows = [{"text": f"t{i}", "label": "ab"[i % 2]} for i in range(50)]
     path = write(tmp_path / "all.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
@@ -251,7 +251,7 @@ def test_split_is_seeded_disjoint_and_complete(tmp_path):
 
 
 def test_data_root_is_resolved_against_the_current_directory(tmp_path, monkeypatch):
-    from bertctl.tasks.data import load_splits
+    from bertctl.finetune.data import load_splits
 
     (tmp_path / "data" / "glue" / "X").mkdir(parents=True)
     write(tmp_path / "data" / "glue" / "X" / "train.tsv", "sentence\tlabel\ngood\t1\nbad\t0\n")
@@ -265,14 +265,14 @@ def test_data_root_is_resolved_against_the_current_directory(tmp_path, monkeypat
 
 def test_builtin_real_data_recipes_keep_paths_relative_to_data_root():
     from bertctl.recipe import load
-    from bertctl.tasks.config import FinetuneRecipe
+    from bertctl.finetune.config import FinetuneRecipe
 
     r, _ = load(FinetuneRecipe, "finetune_sst2", [], "finetune_sst2")
     assert r.data.root == "../shared/data" and r.data.train == "glue/SST-2/train.tsv"
 
 
 def test_max_samples_take_the_first_rows(tmp_path):
-    from bertctl.tasks.data import load_splits
+    from bertctl.finetune.data import load_splits
 
     rows = "".join(json.dumps({"text": f"t{i}", "label": "ab"[i % 2]}) + "\n" for i in range(20))
     path = write(tmp_path / "t.jsonl", rows)
@@ -281,7 +281,7 @@ def test_max_samples_take_the_first_rows(tmp_path):
 
 
 def test_glue_tsv_conllu_and_squad_formats(tmp_path):
-    from bertctl.tasks.data import load_splits
+    from bertctl.finetune.data import load_splits
 
     cola = tmp_path / "CoLA"
     cola.mkdir()
@@ -306,7 +306,7 @@ def test_glue_tsv_conllu_and_squad_formats(tmp_path):
 def test_local_hf_dataset_with_class_label_names(tmp_path):
     import datasets
 
-    from bertctl.tasks.data import load_splits
+    from bertctl.finetune.data import load_splits
 
     features = datasets.Features({"sentence": datasets.Value("string"),
                                   "label": datasets.ClassLabel(names=["negative", "positive"])})
@@ -322,8 +322,8 @@ def test_local_hf_dataset_with_class_label_names(tmp_path):
 
 
 def test_world_default_data_for_every_task():
-    from bertctl.tasks.config import TASKS
-    from bertctl.tasks.data import load_splits
+    from bertctl.finetune.config import TASKS
+    from bertctl.finetune.data import load_splits
 
     for kind in TASKS:
         s = load_splits(data_settings(world={"train": 12, "dev": 6}), kind)
@@ -338,7 +338,7 @@ def test_world_default_data_for_every_task():
 def test_length_grouped_batches_are_seeded_complete_and_tight():
     import random
 
-    from bertctl.tasks.base import length_grouped_batches
+    from bertctl.finetune.base import length_grouped_batches
 
     rng = random.Random(0)
     lengths = [rng.randint(5, 60) for _ in range(1000)]
@@ -357,7 +357,7 @@ def test_length_grouped_batches_are_seeded_complete_and_tight():
 
 
 def test_pad_features_pads_to_the_longest_in_the_batch():
-    from bertctl.tasks.base import pad_features
+    from bertctl.finetune.base import pad_features
 
     b = pad_features([{"input_ids": [1, 2, 3], "labels": 1}, {"input_ids": [4], "labels": 0}], pad_id=0)
     assert b["input_ids"].tolist() == [[1, 2, 3], [4, 0, 0]]
@@ -387,7 +387,7 @@ def test_builtin_finetune_recipes_validate_and_say_how_to_launch():
 def test_recipe_errors_name_the_key():
     from pydantic import ValidationError
 
-    from bertctl.tasks.config import FinetuneRecipe
+    from bertctl.finetune.config import FinetuneRecipe
 
     with pytest.raises(ValidationError, match="unknown task"):
         FinetuneRecipe.model_validate({"task": "summarize"})
@@ -400,7 +400,7 @@ def test_recipe_errors_name_the_key():
 def test_default_model_is_the_latest_pretrain_run_else_minilm(tmp_path, monkeypatch, tiny):
     import shutil
 
-    from bertctl.tasks.methods import pick_model
+    from bertctl.finetune.methods import pick_model
 
     monkeypatch.chdir(tmp_path)
     source, line = pick_model(None)
@@ -418,7 +418,7 @@ def test_default_model_is_the_latest_pretrain_run_else_minilm(tmp_path, monkeypa
 
 def test_dna_words_are_fixed_distinct_single_tokens(tiny):
     from bertctl.models import load_tokenizer, resolve
-    from bertctl.tasks.dna import kmers, word_map
+    from bertctl.finetune.dna import kmers, word_map
 
     tok = load_tokenizer(resolve(str(tiny)))
     for k in (1, 2, 3):
@@ -432,7 +432,7 @@ def test_dna_words_are_fixed_distinct_single_tokens(tiny):
 def test_max_length_is_capped_at_the_models_positions():
     from types import SimpleNamespace
 
-    from bertctl.tasks.base import Task
+    from bertctl.finetune.base import Task
 
     task = Task(recipe("unused", "cls", model={"max_length": 128}), ["a"])
     huge = SimpleNamespace(model_max_length=int(1e30))  # a tokenizer that does not know its model
@@ -446,7 +446,7 @@ def test_max_length_is_capped_at_the_models_positions():
 
 
 def test_hub_dataset_while_offline_is_one_clear_error(monkeypatch):
-    from bertctl.tasks.data import load_splits
+    from bertctl.finetune.data import load_splits
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(BertctlError, match="HF_HUB_OFFLINE is set: pass a local dataset folder"):
@@ -455,7 +455,7 @@ def test_hub_dataset_while_offline_is_one_clear_error(monkeypatch):
 
 def test_compare_init_needs_full_fine_tuning(tmp_path):
     from bertctl.runs import Run
-    from bertctl.tasks.run import finetune
+    from bertctl.finetune.run import finetune
 
     r = recipe("minilm", "cls", method="lora", compare_init=True)
     with pytest.raises(BertctlError, match="compare_init.*method=full"):

@@ -24,7 +24,7 @@ def cls_run(tmp_path_factory, tiny):
     """One trained sentiment run shared by the tests that only read it."""
     import torch
 
-    from bertctl.tasks.run import finetune
+    from bertctl.finetune.run import finetune
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -68,7 +68,7 @@ def test_saved_model_loads_in_a_transformers_pipeline(cls_run):
 
 
 def test_eval_only_on_the_other_world_language(cls_run, one_thread):
-    from bertctl.tasks.run import evaluate_run
+    from bertctl.finetune.run import evaluate_run
 
     path, dev = cls_run
     same = evaluate_run(path, [], out=path.parent / "again", quiet=True)
@@ -80,7 +80,7 @@ def test_eval_only_on_the_other_world_language(cls_run, one_thread):
 
 
 def test_eval_only_on_a_file_with_an_unknown_label(cls_run, tmp_path):
-    from bertctl.tasks.run import evaluate_run
+    from bertctl.finetune.run import evaluate_run
 
     path, _ = cls_run
     bad = tmp_path / "other.jsonl"
@@ -95,7 +95,7 @@ def test_eval_only_on_a_file_with_an_unknown_label(cls_run, tmp_path):
 def test_tagging_learns_and_loads_in_a_token_classification_pipeline(tmp_path, tiny, one_thread):
     from transformers import pipeline
 
-    from bertctl.tasks.run import finetune
+    from bertctl.finetune.run import finetune
 
     r = recipe(tiny, "pos", data={"world": {"train": 256, "dev": 64}}, train={"epochs": 3, "lr": 2e-3})
     dev = finetune(r, Run.create(tmp_path / "pos", "finetune"), quiet=True)
@@ -108,7 +108,7 @@ def test_tagging_learns_and_loads_in_a_token_classification_pipeline(tmp_path, t
 @pytest.mark.parametrize("task,metric", [("nli", "accuracy"), ("regression", "pearson"), ("qa", "f1"),
                                          ("dna", "accuracy"), ("ner", "f1")])
 def test_each_task_kind_runs_end_to_end(tmp_path, tiny, one_thread, task, metric):
-    from bertctl.tasks.run import finetune
+    from bertctl.finetune.run import finetune
 
     extra = {"qa": {"doc_stride": 16}} if task == "qa" else {}
     r = recipe(tiny, task, **extra)
@@ -122,7 +122,7 @@ def test_each_task_kind_runs_end_to_end(tmp_path, tiny, one_thread, task, metric
 def test_regression_model_gives_raw_scores_in_a_pipeline(tmp_path, tiny, one_thread):
     from transformers import pipeline
 
-    from bertctl.tasks.run import finetune
+    from bertctl.finetune.run import finetune
 
     finetune(recipe(tiny, "regression"), Run.create(tmp_path / "r", "finetune"), quiet=True)
     pipe = pipeline("text-classification", model=str(tmp_path / "r" / "model"), function_to_apply="none")
@@ -137,9 +137,9 @@ def test_qa_model_reloads_with_auto_class_and_gives_the_same_answers(tmp_path, t
     folder is checked with AutoModelForQuestionAnswering and bertctl's own decoding."""
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
-    from bertctl.tasks.data import load_splits
-    from bertctl.tasks.extractive import QaTask
-    from bertctl.tasks.run import finetune, inference
+    from bertctl.finetune.data import load_splits
+    from bertctl.finetune.extractive import QaTask
+    from bertctl.finetune.run import finetune, inference
 
     r = recipe(tiny, "qa", qa={"doc_stride": 16})
     finetune(r, Run.create(tmp_path / "qa", "finetune"), quiet=True)
@@ -155,7 +155,7 @@ def test_qa_model_reloads_with_auto_class_and_gives_the_same_answers(tmp_path, t
 
 
 def test_compare_init_writes_both_runs_the_plot_and_the_table(tmp_path, tiny, one_thread):
-    from bertctl.tasks.run import comparison_rows, finetune
+    from bertctl.finetune.run import comparison_rows, finetune
 
     r = recipe(tiny, "dna", compare_init=True, train={"epochs": 2})
     dev = finetune(r, Run.create(tmp_path / "cmp", "finetune"), quiet=True)
@@ -173,7 +173,7 @@ def test_random_init_really_discards_the_pretrained_weights(tmp_path, tiny, one_
     import torch
     from safetensors.torch import load_file
 
-    from bertctl.tasks.run import finetune
+    from bertctl.finetune.run import finetune
 
     r = recipe(tiny, "cls", model={"init": "random"}, train={"lr": 1e-9, "max_steps": 1, "epochs": None})
     finetune(r, Run.create(tmp_path / "rnd", "finetune"), quiet=True)
@@ -184,8 +184,8 @@ def test_random_init_really_discards_the_pretrained_weights(tmp_path, tiny, one_
 
 
 def test_resume_continues_an_interrupted_run(tmp_path, tiny, one_thread, monkeypatch):
-    from bertctl.tasks import cls as cls_module
-    from bertctl.tasks.run import finetune
+    from bertctl.finetune import cls as cls_module
+    from bertctl.finetune.run import finetune
 
     r = recipe(tiny, "cls", train={"epochs": 2})
     ref = finetune(r, Run.create(tmp_path / "ref", "finetune"), quiet=True)

@@ -23,7 +23,7 @@ def test_lora_saves_a_peft_adapter_with_the_head_and_merges(tmp_path, tiny, one_
     from safetensors.torch import load_file
     from transformers import pipeline
 
-    from bertctl.tasks.run import finetune
+    from bertctl.finetune.run import finetune
 
     r = recipe(tiny, "nli", method="lora", merge=True, lora={"r": 4, "alpha": 8})
     finetune(r, Run.create(tmp_path / "lora", "finetune"), quiet=True)
@@ -45,7 +45,7 @@ def test_lora_saves_a_peft_adapter_with_the_head_and_merges(tmp_path, tiny, one_
 
 
 def test_lora_run_reloads_for_eval_only(tmp_path, tiny, one_thread):
-    from bertctl.tasks.run import evaluate_run, finetune
+    from bertctl.finetune.run import evaluate_run, finetune
 
     r = recipe(tiny, "pos", method="lora", train={"lr": 5e-3})
     dev = finetune(r, Run.create(tmp_path / "l", "finetune"), quiet=True)
@@ -54,7 +54,7 @@ def test_lora_run_reloads_for_eval_only(tmp_path, tiny, one_thread):
 
 
 def test_impossible_lora_target_lists_the_available_modules(tmp_path, tiny, one_thread):
-    from bertctl.tasks.run import finetune
+    from bertctl.finetune.run import finetune
 
     r = recipe(tiny, "cls", method="lora", lora={"target_modules": ["q_proj", "value"]})
     with pytest.raises(BertctlError) as e:
@@ -66,7 +66,7 @@ def test_impossible_lora_target_lists_the_available_modules(tmp_path, tiny, one_
 
 
 def test_random_init_with_lora_is_refused(tmp_path, tiny):
-    from bertctl.tasks.run import finetune
+    from bertctl.finetune.run import finetune
 
     r = recipe(tiny, "cls", method="lora", model={"init": "random"})
     with pytest.raises(BertctlError, match="method=full"):
@@ -83,7 +83,7 @@ def _has_avx512_bf16() -> bool:
 def test_qlora_trains_through_evaluation_between_epochs(tmp_path, tiny, one_thread, bits):
     """2 epochs, an evaluation after each: the 4-bit CPU layers must not be repacked by
     the eval forward (which made the next training step fail)."""
-    from bertctl.tasks.run import finetune
+    from bertctl.finetune.run import finetune
 
     r = recipe(tiny, "cls", method="qlora", quant={"bits": bits}, train={"epochs": 2, "precision": "bf16"})
     dev = finetune(r, Run.create(tmp_path / f"q{bits}", "finetune"), quiet=True)
@@ -96,8 +96,8 @@ def test_qlora_trains_through_evaluation_between_epochs(tmp_path, tiny, one_thre
 def test_qlora_head_stays_unquantised_and_trainable(tiny):
     import bitsandbytes as bnb
 
-    from bertctl.tasks.base import get_task
-    from bertctl.tasks.methods import build_model
+    from bertctl.finetune.base import get_task
+    from bertctl.finetune.methods import build_model
     from bertctl.models import resolve
 
     r = recipe(tiny, "cls", method="qlora")
@@ -113,8 +113,8 @@ def test_without_the_fix_the_cpu_repack_breaks_training(tmp_path, tiny, one_thre
     """Documents the trap the fix is for; skipped on CPUs where bitsandbytes never repacks."""
     if not _has_avx512_bf16():
         pytest.skip("this CPU has no AVX512-BF16: bitsandbytes does not repack here")
-    from bertctl.tasks import methods
-    from bertctl.tasks.run import finetune
+    from bertctl.finetune import methods
+    from bertctl.finetune.run import finetune
 
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
@@ -142,7 +142,7 @@ def test_without_the_fix_the_cpu_repack_breaks_training(tmp_path, tiny, one_thre
 def test_qlora_without_bitsandbytes_is_one_clear_error(tmp_path, tiny, monkeypatch):
     import builtins
 
-    from bertctl.tasks.run import finetune
+    from bertctl.finetune.run import finetune
 
     real_import = builtins.__import__
 
@@ -158,7 +158,7 @@ def test_qlora_without_bitsandbytes_is_one_clear_error(tmp_path, tiny, monkeypat
 
 
 def test_merge_flag_on_resume_of_a_finished_run(tmp_path, tiny, one_thread):
-    from bertctl.tasks.run import finetune
+    from bertctl.finetune.run import finetune
 
     r = recipe(tiny, "cls", method="lora")
     first = finetune(r, Run.create(tmp_path / "m", "finetune"), quiet=True)
@@ -171,8 +171,8 @@ def test_merge_flag_on_resume_of_a_finished_run(tmp_path, tiny, one_thread):
 
 def test_lora_reports_the_new_head_once(tiny):
     from bertctl.models import resolve
-    from bertctl.tasks.base import get_task
-    from bertctl.tasks.methods import build_model
+    from bertctl.finetune.base import get_task
+    from bertctl.finetune.methods import build_model
 
     r = recipe(tiny, "cls", method="lora")
     _, info = build_model(r, get_task("cls")(r, ["a", "b"]), resolve(str(tiny)))

@@ -18,8 +18,8 @@ pytestmark = pytest.mark.slow
 
 def _run(name, tmp_path, shared_data, overrides):
     from bertctl.recipe import load
-    from bertctl.tasks.config import FinetuneRecipe
-    from bertctl.tasks.run import finetune
+    from bertctl.finetune.config import FinetuneRecipe
+    from bertctl.finetune.run import finetune
 
     recipe, _ = load(FinetuneRecipe, name, [f"data.root={shared_data}", "train.epochs=1", *overrides], name)
     dev = finetune(recipe, Run.create(tmp_path / name, "finetune"), quiet=True)

@@ -189,7 +189,7 @@ def test_strict_types_keep_ints_as_floats():
 def test_dna_symbols_outside_acgt_are_counted(tiny):
     from transformers import AutoTokenizer
 
-    from bertctl.tasks.dna import DnaTask
+    from bertctl.finetune.dna import DnaTask
 
     from .test_finetune import recipe
 
@@ -204,7 +204,7 @@ def test_dna_symbols_outside_acgt_are_counted(tiny):
 
 
 def test_an_eval_file_without_a_label_column_says_free_generation(tmp_path):
-    from bertctl.prompt import PromptRecipe
+    from bertctl.prompting.config import PromptRecipe
     from bertctl.prompting.tasks import load_task
 
     rows = [[f"the film {i} was good ."] for i in range(12)]

@@ -22,7 +22,7 @@ def _metrics(card) -> dict:
 def lora_run(tmp_path_factory, tiny):
     import torch
 
-    from bertctl.tasks.run import finetune
+    from bertctl.finetune.run import finetune
 
     path = tmp_path_factory.mktemp("card") / "lora"
     before = torch.get_num_threads()
@@ -69,7 +69,7 @@ def test_pretrain_card_holds_the_held_out_metrics(tmp_path, one_thread):
 
 def test_hub_ids_and_datasets():
     from bertctl.modelcard import dataset_of, hub_id
-    from bertctl.tasks.config import FinetuneRecipe
+    from bertctl.finetune.config import FinetuneRecipe
 
     assert hub_id("minilm") == "sentence-transformers/all-MiniLM-L6-v2"
     assert hub_id("bert-base-uncased (hub)") == "bert-base-uncased" and hub_id("/tmp/x") is None

@@ -38,7 +38,7 @@ def runs(tmp_path_factory, tiny):
     """Trained on demand, once per module: name -> (run folder, recipe)."""
     import torch
 
-    from bertctl.tasks.run import finetune
+    from bertctl.finetune.run import finetune
 
     root, made = tmp_path_factory.mktemp("predict"), {}
 
@@ -60,7 +60,7 @@ def runs(tmp_path_factory, tiny):
 
 def _dev_rows(r):
     """The run's dev rows without their labels, as the default column names."""
-    from bertctl.tasks.data import load_splits
+    from bertctl.finetune.data import load_splits
 
     drop = ("label", "tags", "answers")
     return [{k: v for k, v in row.items() if k not in drop} for row in load_splits(r.data, r.kind, task=r.task).dev]

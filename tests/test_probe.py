@@ -318,7 +318,7 @@ def test_checkpoint_helpers(tmp_path):
 
 
 def test_probe_recipes_and_subcommand_check(tmp_path):
-    from bertctl.probe._run import check_subcommand
+    from bertctl.probe.start import check_subcommand
     from bertctl.probe.config import ProbeRecipe
     from bertctl.recipe import builtin_recipes, load, validate_file
 

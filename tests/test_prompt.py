@@ -14,7 +14,7 @@ from collections import Counter
 import pytest
 
 from bertctl.errors import BertctlError
-from bertctl.prompt import PromptRecipe
+from bertctl.prompting.config import PromptRecipe
 from bertctl.prompting.prompts import build_prompt, demo_order, option_texts, sample_demos
 from bertctl.prompting.tasks import Task, load_task
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from bertctl.prompt import PromptRecipe
+from bertctl.prompting.config import PromptRecipe
 from bertctl.recipe import load
 from tests.test_prompt import save_model, tiny_bpe_tokenizer, tiny_llama
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from bertctl.errors import BertctlError
-from bertctl.tasks.qa import (
+from bertctl.finetune.qa import (
     check_answers,
     collate_qa,
     decode,

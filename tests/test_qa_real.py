@@ -79,8 +79,8 @@ def test_every_misplaced_answer_is_reported_at_once(tmp_path):
 
 
 def test_on_bad_rows_skip_counts_them_in_the_notes_and_metrics(tmp_path, tiny, one_thread):
-    from bertctl.tasks.data import load_splits
-    from bertctl.tasks.run import finetune
+    from bertctl.finetune.data import load_splits
+    from bertctl.finetune.run import finetune
 
     good = [q(f"g{i}", w) for i, w in enumerate(["Normans", "Normandy", "France", "region", "people"])]
     path = squad_json(tmp_path / "train.json", good + [q("bad", "France", 2)])
@@ -97,7 +97,7 @@ def test_on_bad_rows_skip_counts_them_in_the_notes_and_metrics(tmp_path, tiny, o
 
 
 def test_split_by_keeps_each_article_on_one_side():
-    from bertctl.tasks.data import split_rows
+    from bertctl.finetune.data import split_rows
 
     rows = [{"title": f"a{i % 7}", "n": i} for i in range(70)]
     train, dev = split_rows(rows, 0.7, seed=3, by="title")
@@ -115,7 +115,7 @@ def test_split_by_keeps_each_article_on_one_side():
 def qa_run(tmp_path_factory, tiny):
     import torch
 
-    from bertctl.tasks.run import finetune
+    from bertctl.finetune.run import finetune
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -128,8 +128,8 @@ def qa_run(tmp_path_factory, tiny):
 
 
 def test_predictions_json_is_what_the_official_script_reads(qa_run):
-    from bertctl.tasks.data import load_splits
-    from bertctl.tasks.run import load_run_recipe
+    from bertctl.finetune.data import load_splits
+    from bertctl.finetune.run import load_run_recipe
 
     predictions = json.loads((qa_run / "predictions.json").read_text())
     null_odds = json.loads((qa_run / "null_odds.json").read_text())  # World QA has unanswerable questions
@@ -157,8 +157,8 @@ def _as_squad(rows, path):
 
 
 def test_eval_only_on_several_files_gives_a_row_folder_and_bar_per_file(qa_run, tmp_path, cli):
-    from bertctl.tasks.data import load_splits
-    from bertctl.tasks.run import load_run_recipe
+    from bertctl.finetune.data import load_splits
+    from bertctl.finetune.run import load_run_recipe
 
     dev = load_splits(load_run_recipe(qa_run, []).data, "qa", need_train=False).dev
     _as_squad(dev[:12], tmp_path / "qa.aa.json")
@@ -201,7 +201,7 @@ def test_eval_only_several_files_bad_input(qa_run, tmp_path, cli):
 def test_unk_rate_counts_unknown_tokens(tiny):
     from transformers import AutoTokenizer
 
-    from bertctl.tasks.base import unk_rate
+    from bertctl.finetune.base import unk_rate
 
     tok = AutoTokenizer.from_pretrained(str(tiny))
     assert unk_rate(tok, ["the river is wide"]) == 0.0
@@ -214,8 +214,8 @@ def test_unk_rate_counts_unknown_tokens(tiny):
 
 def test_shared_squad_splits_by_article(shared_data):
     from bertctl.recipe import load
-    from bertctl.tasks.config import FinetuneRecipe
-    from bertctl.tasks.data import load_splits
+    from bertctl.finetune.config import FinetuneRecipe
+    from bertctl.finetune.data import load_splits
 
     r, _ = load(FinetuneRecipe, "finetune_squad", [f"data.root={shared_data}"], "finetune_squad")
     splits = load_splits(r.data, "qa")
@@ -254,11 +254,17 @@ def test_eval_only_data_override_clears_the_runs_split_by(tmp_path):
     """A finetune_squad run (split by title) scored on another file: the split goes, and so
     must split_by (it only applies with a split)."""
     from bertctl.recipe import load
-    from bertctl.tasks.config import FinetuneRecipe
-    from bertctl.tasks.run import load_run_recipe, write_recipe
+    from bertctl.finetune.config import FinetuneRecipe
+    from bertctl.finetune.run import load_run_recipe, write_recipe
 
     r, _ = load(FinetuneRecipe, "finetune_squad", [], "finetune_squad")
     (tmp_path / "run").mkdir()
     write_recipe(Run(tmp_path / "run", "finetune"), r)
     other = load_run_recipe(tmp_path / "run", [f"data.dev={tmp_path / 'xquad.en.json'}"])
     assert other.data.split is None and other.data.split_by is None and other.data.train is None
+
+
+def test_error_lines_keep_brackets(qa_run, cli):
+    """The one error printer must not read "[...]" in a message as rich markup."""
+    code, _, err = cli("finetune", "--eval-only", qa_run, "data.dev=[1, 2]")
+    assert code == 2 and "e.g. data.dev='[xquad.en.json, xquad.de.json]'" in err

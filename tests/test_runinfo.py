@@ -34,7 +34,7 @@ def runs_dir(tmp_path_factory, tiny):
     from bertctl.pretraining.config import PretrainRecipe
     from bertctl.pretraining.run import pretrain
     from bertctl.recipe import load
-    from bertctl.tasks.run import finetune
+    from bertctl.finetune.run import finetune
 
     root = tmp_path_factory.mktemp("runs-root") / "runs"
     before = torch.get_num_threads()

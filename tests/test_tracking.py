@@ -22,7 +22,7 @@ def _need(module):
 
 
 def _train(tiny, path, backend, **train):
-    from bertctl.tasks.run import finetune
+    from bertctl.finetune.run import finetune
 
     r = recipe(tiny, "sentiment", train={"report_to": [backend], "log_every": 2, "epochs": 2, **train})
     finetune(r, Run.create(path, "finetune"), quiet=True)
@@ -98,7 +98,7 @@ def test_progress_lines_when_stdout_is_not_a_terminal(tmp_path, tiny, one_thread
 
     line = progress_line("finetune cls", 10, 40, {"loss": 0.5, "lr": 2e-5, "tokens_per_s": 12345.6}, 83)
     assert line == "finetune cls: step 10/40 (25%) | loss 0.5000 | lr 2e-05 | 12,346 tokens/s | ETA 0:01:23"
-    from bertctl.tasks.run import finetune
+    from bertctl.finetune.run import finetune
 
     finetune(recipe(tiny, "sentiment", train={"log_every": 3}), Run.create(tmp_path / "q", "finetune"), quiet=True)
     out = capsys.readouterr().out

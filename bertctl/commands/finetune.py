@@ -1,7 +1,7 @@
 """`bertctl finetune --task TASK [RECIPE] [key=value ...]`: fine-tune an encoder on a task.
 
 Thin on purpose: pick the recipe, load it with the overrides, then call
-`bertctl.tasks.run.finetune` (or `evaluate_run` for --eval-only) and print the table.
+`bertctl.finetune.run.finetune` (or `evaluate_run` for --eval-only) and print the table.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ COMPARE = typer.Option(False, "--compare-init",
 def default_recipe(task: str | None) -> str:
     """finetune_<what the user typed> when built in (finetune_ner), else finetune_<kind>."""
     from bertctl.recipe import builtin_recipes
-    from bertctl.tasks.config import canonical_task
+    from bertctl.finetune.config import canonical_task
 
     if task is None:
         return "finetune_cls"
@@ -63,8 +63,8 @@ def finetune(
 
     from bertctl.recipe import load
     from bertctl.runs import Run
-    from bertctl.tasks.config import FinetuneRecipe, canonical_task
-    from bertctl.tasks.run import finetune as run_finetune
+    from bertctl.finetune.config import FinetuneRecipe, canonical_task
+    from bertctl.finetune.run import finetune as run_finetune
 
     if task is not None:
         canonical_task(task)  # unknown names fail here, with the list
@@ -77,7 +77,7 @@ def finetune(
         overrides.append("compare_init=true")
     recipe, path = load(FinetuneRecipe, recipe_name, overrides, default_recipe(task))
     from bertctl.recipe import refuse_unused
-    from bertctl.tasks.config import unused_settings
+    from bertctl.finetune.config import unused_settings
 
     refuse_unused(unused_settings(recipe), path, overrides)
     if push_to_hub:
@@ -109,7 +109,7 @@ def _eval_only(run_dir: Path, recipe_name, overrides, out, task, resume, merge, 
                            fix="the model and training settings are those of the run")
     from datetime import datetime
 
-    from bertctl.tasks.run import evaluate_run
+    from bertctl.finetune.run import evaluate_run
 
     out = out or Path(run_dir) / "evals" / f"eval-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     evaluate_run(run_dir, overrides, out)
@@ -122,7 +122,7 @@ def show(run_path: Path) -> None:
     from bertctl.commands._common import console
     from bertctl.report import print_table
     from bertctl.runs import read_json
-    from bertctl.tasks.run import comparison_rows, results_rows
+    from bertctl.finetune.run import comparison_rows, results_rows
 
     summary = read_json(run_path / "metrics.json")
     if "rows" in summary:  # --eval-only on several files: a row per file

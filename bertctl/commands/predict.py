@@ -36,7 +36,7 @@ def predict(
     from rich.console import Console
 
     from bertctl.predict import Predictor, find_run, predict_stream, read_rows
-    from bertctl.tasks.run import load_run_recipe
+    from bertctl.finetune.run import load_run_recipe
 
     columns = _columns(column or [])
     if out is not None and out.exists():

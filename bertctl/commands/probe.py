@@ -25,7 +25,7 @@ MODEL = typer.Option(None, "--model", "-m",
 def _recipe(subcommand: str, args: Optional[List[str]], model: Optional[str]):
     import os
 
-    from bertctl.probe._run import check_subcommand
+    from bertctl.probe.start import check_subcommand
     from bertctl.probe.config import ProbeRecipe
     from bertctl.recipe import load
 

@@ -35,7 +35,7 @@ def prompt(
     # Idle OpenMP threads sleep instead of spinning: on a busy machine with few cores, spinning
     # threads made each forward up to 7x slower here. Only effective before torch is imported.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from bertctl.prompt import PromptRecipe, parse_shots
+    from bertctl.prompting.config import PromptRecipe, parse_shots
     from bertctl.prompting.run import run_prompt
     from bertctl.recipe import load, validate
 

@@ -17,7 +17,7 @@ from pydantic import Field, field_validator
 
 from bertctl.config import TrainSettings
 from bertctl.recipe import OptionalPath, Section
-from bertctl.tasks.config import LoraSettings, ModelSettings, QuantSettings
+from bertctl.finetune.config import LoraSettings, ModelSettings, QuantSettings
 
 SANE_MAX_EPOCHS = 5
 

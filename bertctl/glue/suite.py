@@ -73,7 +73,7 @@ def task_settings(recipe: GlueRecipe, name: str) -> dict:
 def finetune_recipe(recipe: GlueRecipe, task: GlueTask, files: dict[str, Path | None], seed: int):
     """The `bertctl finetune` recipe of one task and seed, validated (bad per_task keys fail here)."""
     from bertctl.recipe import describe_errors
-    from bertctl.tasks.config import FinetuneRecipe
+    from bertctl.finetune.config import FinetuneRecipe
     from pydantic import ValidationError
 
     body = task_settings(recipe, task.name)
@@ -141,7 +141,7 @@ def finetune_task(task: GlueTask, data: TaskData, files: dict[str, Path], recipe
     and the diagnostic AX) are predicted in that same call, concatenated into one file.
     A run whose metrics.json exists has finished training and is not trained again.
     """
-    from bertctl.tasks.run import evaluate_run, finetune
+    from bertctl.finetune.run import evaluate_run, finetune
 
     evals, tests = list(data.evals), list(data.tests)
     ft = finetune_recipe(recipe, task, {"train": files["train"], "dev": files[f"eval:{evals[0]}"],

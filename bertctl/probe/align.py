@@ -278,7 +278,7 @@ def lexicon_and_sentences(block) -> tuple[list[tuple[str, str]], list[str] | Non
 
 def main(recipe, out=None) -> Path:
     """`bertctl probe align`: translation accuracy table + per-layer plot + JSON."""
-    from bertctl.probe._run import model_name, start
+    from bertctl.probe.start import model_name, start
     from bertctl.probe.features import load_encoder
     from bertctl.report import line_plot, print_table
 

@@ -194,7 +194,7 @@ def table_rows(result: dict) -> list[dict]:
 def main(recipe, out=None) -> Path:
     """`bertctl probe checkpoints`: curves per property vs step (PNG), all numbers (JSON), a table."""
     from bertctl.commands._common import console
-    from bertctl.probe._run import model_name, start
+    from bertctl.probe.start import model_name, start
     from bertctl.report import line_plot, print_table
 
     block = recipe.checkpoints

@@ -261,7 +261,7 @@ def layers(enc: Encoder, data: ProbeData, seed: int = 0, max_iter: int = 300, C:
 
 def main(recipe, out=None) -> Path:
     """`bertctl probe layers`: per-layer accuracy table + line plot + JSON in a run folder."""
-    from bertctl.probe._run import model_name, start
+    from bertctl.probe.start import model_name, start
     from bertctl.probe.features import load_encoder
     from bertctl.report import line_plot, print_table
 

@@ -232,7 +232,7 @@ def short_labels(rows: list[tuple[str, str | None]], width: int = 28) -> list[st
 
 def main(recipe, out=None) -> Path:
     """`bertctl probe similarity`: JSON + heatmap in a run folder, tables on screen."""
-    from bertctl.probe._run import model_name, renderable, start
+    from bertctl.probe.start import model_name, renderable, start
     from bertctl.probe.features import load_encoder
     from bertctl.report import heatmap, print_table
 

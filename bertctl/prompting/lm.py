@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bertctl.errors import BertctlError
-from bertctl.prompt import GenerationSection, ModelSection
+from bertctl.prompting.config import GenerationSection, ModelSection
 
 _LOADED: dict[tuple, "LM"] = {}  # (path, gguf file, dtype, device, remote code) -> LM
 _CAUSAL = re.compile(r"(CausalLM|LMHeadModel|ForConditionalGeneration)$")

@@ -15,7 +15,7 @@ import time
 from collections import Counter
 
 from bertctl.errors import BertctlError
-from bertctl.prompt import PromptRecipe
+from bertctl.prompting.config import PromptRecipe
 from bertctl.prompting.prompts import content_free_prompts, option_texts, prompts_for
 from bertctl.prompting.tasks import Task, load_task, render
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bertctl.errors import BertctlError
-from bertctl.prompt import BUILTIN_TASKS, PromptRecipe
+from bertctl.prompting.config import BUILTIN_TASKS, PromptRecipe
 
 SEPARATOR = "\n\n"
 ANSWER = " {answer}"

@@ -9,8 +9,8 @@ function_to_apply="none")` returns the raw score.
 from __future__ import annotations
 
 from bertctl import metrics
-from bertctl.tasks.base import Task, batched_outputs, model_inputs
-from bertctl.tasks.cls import encode_sequences
+from bertctl.finetune.base import Task, batched_outputs, model_inputs
+from bertctl.finetune.cls import encode_sequences
 
 
 class RegressionTask(Task):

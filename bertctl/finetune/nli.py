@@ -7,7 +7,7 @@ is required (its column defaults to premise/hypothesis, then sentence1/sentence2
 
 from __future__ import annotations
 
-from bertctl.tasks.cls import ClsTask
+from bertctl.finetune.cls import ClsTask
 
 
 class NliTask(ClsTask):

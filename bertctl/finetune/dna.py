@@ -20,7 +20,7 @@ import re
 from collections import Counter
 
 from bertctl.errors import BertctlError
-from bertctl.tasks.cls import ClsTask
+from bertctl.finetune.cls import ClsTask
 
 BASES = "ACGT"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from bertctl import metrics
 from bertctl.errors import BertctlError
-from bertctl.tasks.base import Task, batched_outputs, model_inputs
+from bertctl.finetune.base import Task, batched_outputs, model_inputs
 
 IGNORE = -100
 

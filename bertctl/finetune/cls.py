@@ -9,7 +9,7 @@ Metrics: accuracy, F1 (binary for two classes, macro otherwise), Matthews correl
 from __future__ import annotations
 
 from bertctl import metrics
-from bertctl.tasks.base import Task, batched_outputs, model_inputs
+from bertctl.finetune.base import Task, batched_outputs, model_inputs
 
 
 def _text(value) -> str:

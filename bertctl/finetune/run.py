@@ -34,9 +34,9 @@ from typing import Callable
 
 from bertctl.errors import BertctlError
 from bertctl.runs import Run, read_json
-from bertctl.tasks import data as data_mod
-from bertctl.tasks.base import get_task, length_grouped_batches, unk_rate
-from bertctl.tasks.config import FinetuneRecipe
+from bertctl.finetune import data as data_mod
+from bertctl.finetune.base import get_task, length_grouped_batches, unk_rate
+from bertctl.finetune.config import FinetuneRecipe
 
 RANDOM_DIR = "random-init"
 
@@ -113,7 +113,7 @@ def finetune(recipe: FinetuneRecipe, run: Run, resume: bool = False, quiet: bool
 def _merge_finished(recipe: FinetuneRecipe, run: Run, say) -> None:
     """`--resume --merge` of a finished LoRA/QLoRA run: the one thing left to do is merged/."""
     from bertctl.models import ModelSource, load_tokenizer
-    from bertctl.tasks import methods
+    from bertctl.finetune import methods
 
     model_dir = run.file("model")
     tokenizer = load_tokenizer(ModelSource(str(model_dir), "local", str(model_dir)), recipe.model.trust_remote_code)
@@ -127,7 +127,7 @@ def train_one(recipe: FinetuneRecipe, run: Run, resume: bool, say: Callable[[str
     """One fine-tuning run; returns the summary written to metrics.json. `record`: write
     (or on resume compare) the run's recipe.yaml; `finetune` has done so already."""
     from bertctl.models import load_tokenizer
-    from bertctl.tasks import methods
+    from bertctl.finetune import methods
     from bertctl.train import Job, fit
 
     kind = recipe.kind
@@ -375,7 +375,7 @@ class _Evaluator:
 
     def __init__(self, run_dir: Path, overrides: list[str]):
         from bertctl.models import ModelSource, load_tokenizer
-        from bertctl.tasks import methods
+        from bertctl.finetune import methods
 
         if not run_dir.is_dir():
             raise BertctlError(f"{run_dir} does not exist" if not run_dir.exists() else f"{run_dir} is not a folder",

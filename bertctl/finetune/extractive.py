@@ -1,7 +1,7 @@
 """`qa`: extractive question answering as a task kind of the fine-tuning loop.
 
 The QA machinery (windows over long contexts, span labels, n-best decoding with SQuAD
-2.0 null answers) lives in bertctl.tasks.qa; this module only plugs it into the
+2.0 null answers) lives in bertctl.finetune.qa; this module only plugs it into the
 Task interface: features are windows, so one row can give several training examples,
 and predictions are decoded back to one answer per question. Metrics: the official
 SQuAD exact match and F1 (0-100), with has/no-answer breakdowns on SQuAD 2.0 data.
@@ -10,8 +10,8 @@ SQuAD exact match and F1 (0-100), with has/no-answer breakdowns on SQuAD 2.0 dat
 from __future__ import annotations
 
 from bertctl import metrics
-from bertctl.tasks import qa
-from bertctl.tasks.base import Task, batched_outputs, model_inputs
+from bertctl.finetune import qa
+from bertctl.finetune.base import Task, batched_outputs, model_inputs
 
 
 class QaTask(Task):

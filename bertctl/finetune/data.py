@@ -23,7 +23,7 @@ from pathlib import Path
 
 from bertctl.data import readers
 from bertctl.errors import BertctlError
-from bertctl.tasks.config import DataSettings
+from bertctl.finetune.config import DataSettings
 
 # Default column names per role, tried in order: the World's names first, then the names
 # the usual public files use (GLUE, SNLI, CoNLL readers, HF datasets).
@@ -72,7 +72,7 @@ class Splits:
 
 
 def data_root(root: str | None) -> Path | None:
-    """`data.root`, resolved against the current directory (see bertctl.tasks.config)."""
+    """`data.root`, resolved against the current directory (see bertctl.finetune.config)."""
     if not root:
         return None
     path = Path(os.path.expanduser(root))
@@ -411,7 +411,7 @@ def load_splits(data: DataSettings, kind: str, need_train: bool = True, task: st
         mapped = map_columns(rows, kind, columns, names[split], labelled=split != "test")
         out[split] = clean_labels(mapped, kind, names[split], notes) if split != "test" or _has_labels(mapped) else mapped
     if kind == "qa":
-        from bertctl.tasks import qa
+        from bertctl.finetune import qa
 
         for split in ("train", "dev", "test"):
             if out[split] is not None and (split != "test" or _has_labels(out[split])):

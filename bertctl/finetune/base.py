@@ -1,7 +1,7 @@
 """What every task kind shares: the `Task` interface, length-grouped batches, padding to
 the longest example of a batch, and batched inference in length order.
 
-A task turns role-keyed rows (see bertctl.tasks.data) into *features* (plain lists of
+A task turns role-keyed rows (see bertctl.finetune.data) into *features* (plain lists of
 token ids), collates features into tensors, computes summed losses for the training
 loop (bertctl.train: sums + counts, never means), and turns model outputs back into
 one prediction per row plus metrics.
@@ -223,11 +223,11 @@ def get_task(kind: str):
     from importlib import import_module
 
     module, name = {
-        "cls": ("bertctl.tasks.cls", "ClsTask"),
-        "nli": ("bertctl.tasks.nli", "NliTask"),
-        "regression": ("bertctl.tasks.regression", "RegressionTask"),
-        "tag": ("bertctl.tasks.tag", "TagTask"),
-        "dna": ("bertctl.tasks.dna", "DnaTask"),
-        "qa": ("bertctl.tasks.extractive", "QaTask"),
+        "cls": ("bertctl.finetune.cls", "ClsTask"),
+        "nli": ("bertctl.finetune.nli", "NliTask"),
+        "regression": ("bertctl.finetune.regression", "RegressionTask"),
+        "tag": ("bertctl.finetune.tag", "TagTask"),
+        "dna": ("bertctl.finetune.dna", "DnaTask"),
+        "qa": ("bertctl.finetune.extractive", "QaTask"),
     }[kind]
     return getattr(import_module(module), name)
