@@ -19,8 +19,6 @@ from bertctl.runs import Run, atomic_write_text
 # what `bertctl` calls a model -> its id on the Hub
 HUB_IDS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2",
            "all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
-PIPELINES = {"cls": "text-classification", "nli": "text-classification", "dna": "text-classification",
-             "regression": "text-classification", "tag": "token-classification", "qa": "question-answering"}
 GLUE_FOLDERS = {"CoLA", "SST-2", "MRPC", "QQP", "STS-B", "MNLI", "QNLI", "RTE", "WNLI"}
 
 
@@ -94,8 +92,11 @@ def finetune_card(run: Run, recipe, summary: dict) -> list[Path]:
 
     if not run.main:
         return []
+    from bertctl.finetune.kinds import get_task
+
     kind, method = summary["kind"], summary["method"]
-    pipeline_tag = PIPELINES.get(kind)
+    task = get_task(kind)
+    pipeline_tag = task.pipeline_tag
     base = hub_id(recipe.model.name_or_path or summary["model"])
     hub_dataset, dataset_type = dataset_of(recipe)
     tags = ["bertctl", kind, summary["task"], *(["peft", "lora"] if method != "full" else []),
@@ -114,8 +115,8 @@ def finetune_card(run: Run, recipe, summary: dict) -> list[Path]:
         if adapter:
             usage = ("A peft adapter: load it with `peft.AutoPeftModelForSequenceClassification` (or the task's "
                      "auto class), or run `bertctl predict RUN_DIR input.tsv` on the run folder.")
-        elif kind == "qa":
-            usage = ("`AutoModelForQuestionAnswering.from_pretrained(path)` (transformers 5 has no question-answering "
+        elif not task.has_pipeline:
+            usage = (f"`{task.auto_class}.from_pretrained(path)` (transformers 5 has no {pipeline_tag} "
                      "pipeline), or `bertctl predict RUN_DIR questions.jsonl`.")
         else:
             usage = (f'```python\nfrom transformers import pipeline\npipe = pipeline("{pipeline_tag}", model="PATH_OR_REPO")\n```\n\n'

@@ -77,6 +77,17 @@ def latest_run(command: str = "pretrain", root: Path = Path("runs")) -> Path | N
     return max(found)[2] if found else None
 
 
+def recipe_model(name: str | None) -> tuple[str, str]:
+    """The model a recipe names, else the newest finished `bertctl pretrain` run under
+    ./runs, else the embedded all-MiniLM-L6-v2; and why, for the log ("" when named)."""
+    if name:
+        return name, ""
+    latest = latest_run("pretrain")
+    if latest is not None:
+        return str(latest), "the latest `bertctl pretrain` run; set model.name_or_path to choose"
+    return "minilm", "no `bertctl pretrain` run in ./runs; set model.name_or_path to choose"
+
+
 def resolve(source: str, allow_pickle: bool = False) -> ModelSource:
     """Turn what the user typed into a `ModelSource`, checking local folders look like models."""
     if not source:

@@ -13,13 +13,15 @@ lines in input order, forgotten). One output line per input row:
     regression      {"index", "value"}
     tag             {"index", "tokens", "tags"} (+ "entities" when the tags are BIO)
     qa              {"index", "id", "answer", "start", "end", "score"} (+ "null_score" on SQuAD 2.0)
+
+What a kind reads and writes is its own (Task.inputs, read_line, input_row, output_records
+in bertctl.finetune); this module streams, chunks and batches.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import math
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -29,9 +31,6 @@ from bertctl.errors import BertctlError
 
 CHUNK = 4096  # rows in memory at once (with their features and outputs)
 FORMATS = ("auto", "tsv", "csv", "jsonl", "text")
-# roles each kind reads from input: required, then optional
-ROLES = {"cls": (["text"], ["text_pair"]), "dna": (["text"], []), "nli": (["text", "text_pair"], []),
-         "regression": (["text"], ["text_pair"]), "tag": (["tokens"], []), "qa": (["question", "context"], ["id"])}
 
 
 # ---------------------------------------------------------------------------- the model
@@ -55,42 +54,30 @@ def find_run(path: Path) -> tuple[Path, Path]:
                        fix="pass the --out folder of a `bertctl finetune` run (or its model/ or merged/)")
 
 
-def _qa_version_2(recipe, run_dir: Path) -> bool:
-    """Whether the run answers "no answer": the recipe says so, or its dev set had
-    unanswerable questions (training decided from its data the same way)."""
-    if recipe.qa.version_2 is not None:
-        return recipe.qa.version_2
-    path = run_dir / "predictions_dev.jsonl"
-    if not path.exists():
-        return False
-    with open(path, encoding="utf-8") as f:
-        return any(json.loads(line).get("gold") == [] for line in f if line.strip())
-
-
 @dataclass
 class Predictor:
-    kind: str
     task: object
     tokenizer: object
     model: object
     precision: str
     batch_size: int
-    version_2: bool = False
     source: str = ""
 
     @classmethod
     def load(cls, path, batch_size: int | None = None, precision: str | None = None) -> "Predictor":
+        from bertctl.finetune import methods
+        from bertctl.finetune.kinds import get_task
+        from bertctl.finetune.run import load_run_recipe
         from bertctl.models import ModelSource, load_tokenizer
         from bertctl.runs import read_json
-        from bertctl.finetune import methods
-        from bertctl.finetune.base import get_task
-        from bertctl.finetune.run import load_run_recipe
 
         run_dir, model_dir = find_run(path)
         recipe = load_run_recipe(run_dir, [])
         labels_path = run_dir / "labels.json"
         labels = read_json(labels_path) if labels_path.exists() else None
         task = get_task(recipe.kind)(recipe, labels)
+        if task.labels is None and task.has_label_set:
+            raise BertctlError(f"{run_dir} has no labels.json", fix="re-run the fine-tuning")
         methods.quiet_transformers()
         tokenizer = load_tokenizer(ModelSource(str(model_dir), "local", str(model_dir)), recipe.model.trust_remote_code)
         task.setup(tokenizer)
@@ -99,11 +86,13 @@ class Predictor:
             model = model.merge_and_unload()  # same function, one matmul per layer fewer
         model.eval()
         task.fit_length(tokenizer, model.config)
-        if task.labels is None and recipe.kind not in ("qa", "regression"):
-            raise BertctlError(f"{run_dir} has no labels.json", fix="re-run the fine-tuning")
-        version_2 = _qa_version_2(recipe, run_dir) if recipe.kind == "qa" else False
-        return cls(recipe.kind, task, tokenizer, model, precision or recipe.train.precision,
-                   batch_size or recipe.eval_batch_size, version_2, str(run_dir))
+        task.restore(run_dir)
+        return cls(task, tokenizer, model, precision or recipe.train.precision,
+                   batch_size or recipe.eval_batch_size, str(run_dir))
+
+    @property
+    def kind(self) -> str:
+        return self.task.kind
 
     # ------------------------------------------------------------------ one chunk
     def predict(self, rows: list[dict], first_index: int = 0) -> list[dict]:
@@ -111,79 +100,13 @@ class Predictor:
         from bertctl.finetune.base import batched_outputs
         from bertctl.finetune.run import inference
 
-        if self.kind == "qa":
-            rows = [{**r, "id": str(r.get("id", first_index + i))} for i, r in enumerate(rows)]
+        rows = self.task.predict_rows(rows, first_index)
         features = self.task.encode(self.tokenizer, rows, train=False)
-        names = ("start_logits", "end_logits") if self.kind == "qa" else ("logits",)
         with inference(self.model, self.precision):
-            outputs = batched_outputs(self.model, features, self.task.collate, self.batch_size, names,
-                                      per_token=self.kind in ("tag", "qa"))
-        if self.kind == "qa":
-            return self._answers(rows, features, outputs, first_index)
-        out = []
-        for i, (row, feature, o) in enumerate(zip(rows, features, outputs)):
-            record = {"index": first_index + i}
-            if self.kind == "regression":
-                record["value"] = round(float(o[0][0]), 5)
-            elif self.kind == "tag":
-                record.update(self._tags(row["tokens"], feature, o[0]))
-            else:
-                probs = o[0].softmax(-1).tolist()
-                best = max(range(len(probs)), key=probs.__getitem__)
-                record["label"] = self.task.labels[best]
-                record["probabilities"] = {l: round(p, 6) for l, p in zip(self.task.labels, probs)}
-            out.append(record)
-        return out
-
-    def _tags(self, tokens: list[str], feature: dict, logits) -> dict:
-        ids = logits.argmax(-1).tolist()
-        fallback = self.task.fallback()  # words cut off by max_length
-        tags = [self.task.labels[ids[p]] if p >= 0 else fallback for p in feature["first"]]
-        record = {"tokens": tokens, "tags": tags}
-        if any(l.startswith(("B-", "I-")) for l in self.task.labels):
-            record["entities"] = entities(tokens, tags)
-        return record
-
-    def _answers(self, rows, features, outputs, first_index: int) -> list[dict]:
-        from bertctl.finetune import qa
-
-        q = self.task.recipe.qa
-        nbest = qa.decode_nbest(rows, features, [o[0] for o in outputs], [o[1] for o in outputs],
-                                q.max_answer_length, q.n_best)
-        out = []
-        for i, row in enumerate(rows):
-            r = nbest[row["id"]]
-            top = r["candidates"][0] if r["candidates"] else None
-            record = {"index": first_index + i, "id": row["id"]}
-            if top is None or (self.version_2 and r["null_score"] > top["score"] + q.null_threshold):
-                record.update(answer="", start=None, end=None, score=_finite(r["null_score"]))
-            else:
-                record.update(answer=top["text"], start=top["start"], end=top["end"], score=round(top["score"], 5))
-            if self.version_2:
-                record["null_score"] = _finite(r["null_score"])
-            out.append(record)
-        return out
-
-
-def _finite(x) -> float | None:
-    return round(float(x), 5) if x is not None and math.isfinite(x) else None
-
-
-def entities(tokens: list[str], tags: list[str]) -> list[dict]:
-    """BIO tags -> spans {"type", "start", "end" (word indices, end exclusive), "text"}.
-    An I- tag that does not continue a span of its type starts one (as seqeval does)."""
-    spans, current = [], None
-    for i, tag in enumerate(tags + ["O"]):
-        prefix, _, kind = tag.partition("-")
-        continues = current is not None and prefix == "I" and kind == current["type"]
-        if current is not None and not continues:
-            current["end"] = i
-            current["text"] = " ".join(tokens[current["start"]:i])
-            spans.append(current)
-            current = None
-        if prefix in ("B", "I") and kind and not continues:
-            current = {"type": kind, "start": i}
-    return spans
+            outputs = batched_outputs(self.model, features, self.task.collate, self.batch_size, self.task.outputs,
+                                      per_token=self.task.per_token)
+        records = self.task.output_records(rows, features, outputs)
+        return [{"index": first_index + i, **r} for i, r in enumerate(records)]
 
 
 # ---------------------------------------------------------------------------- input
@@ -229,42 +152,35 @@ def _records(lines: Iterable[str], fmt: str, source: str) -> Iterator[dict]:
         yield row
 
 
-def _plain(lines: Iterable[str], kind: str, source: str, pair: bool) -> Iterator[dict]:
-    """Plain text: one example per line; a pair (nli, and runs trained on pairs) as two
-    tab-separated fields. Tagging splits each line into words at whitespace."""
-    for n, line in enumerate(lines, 1):
-        line = line.rstrip("\r\n")
-        if kind == "tag":
-            yield {"tokens": line.split()}
-            continue
-        if not pair:
-            yield {"text": line}
-            continue
-        fields = line.split("\t")
-        if len(fields) > 2 or len(fields) == 1 and kind != "regression":
-            raise BertctlError(f"{source} line {n} has {len(fields)} tab-separated field(s); this {kind} run "
-                               "takes two texts separated by one tab", fix="put one pair per line: TEXT<TAB>TEXT")
-        yield {"text": fields[0], **({"text_pair": fields[1]} if len(fields) == 2 else {})}
+def input_roles() -> list[str]:
+    """Every role some kind reads from `bertctl predict` input (what --column may name)."""
+    from bertctl.finetune.kinds import KINDS
+
+    return sorted({r for t in KINDS.values()
+                   for r in (*t.inputs, *t.input_extras, *(["text_pair"] if t.pair != "never" else []))})
 
 
-def column_map(kind: str, columns: dict, available: list[str], source: str) -> dict[str, str]:
+def uses_pair(task, columns: dict) -> bool:
+    """Whether input rows carry a second text: always (nli), when there (regression), or
+    when the run's recipe mapped one (cls)."""
+    return task.pair in ("always", "optional") or task.pair == "mapped" and bool(columns.get("text_pair"))
+
+
+def column_map(task, columns: dict, available: list[str], source: str) -> dict[str, str]:
     """role -> column of the input: the run's recipe mapping (or --column), else the
     task's default names; a missing required column names the available ones."""
-    from bertctl.finetune.data import DEFAULT_COLUMNS
-
-    required, optional = ROLES[kind]
+    optional = [*(["text_pair"] if uses_pair(task, columns) and "text_pair" not in task.inputs else []),
+                *task.input_extras]
     mapping = {}
-    for role in required + optional:
-        if role == "text_pair" and kind == "cls" and not columns.get(role):
-            continue  # cls reads a second text only when its recipe mapped one
+    for role in [*task.inputs, *optional]:
         chosen = columns.get(role)
         if chosen is None:
-            chosen = next((c for c in DEFAULT_COLUMNS[kind].get(role, [role]) if c in available), None)
+            chosen = next((c for c in task.columns.get(role, [role]) if c in available), None)
         if chosen in available:
             mapping[role] = chosen
-        elif role in required or columns.get(role):
-            tried = chosen or " / ".join(DEFAULT_COLUMNS[kind].get(role, [role]))
-            raise BertctlError(f"{source}: no column {tried!r} for the {role} of a {kind} example; "
+        elif role in task.inputs or columns.get(role):
+            tried = chosen or " / ".join(task.columns.get(role, [role]))
+            raise BertctlError(f"{source}: no column {tried!r} for the {role} of a {task.kind} example; "
                                f"available columns: {', '.join(map(repr, available))}",
                                fix=f"pass --column {role}=NAME with one of them")
     return mapping
@@ -278,33 +194,32 @@ def read_rows(path: Path | None, kind: str, columns: dict | None = None, fmt: st
     if path is not None and str(path) == "-":
         path = None
     fmt = _format(Path(path) if path else None, fmt)
-    if kind == "qa" and fmt == "text":
+    from bertctl.finetune.kinds import get_task
+
+    task = get_task(kind)
+    if fmt == "text" and not task.plain_text:
         fmt = "jsonl"
     if fmt not in FORMATS:
         raise BertctlError(f"unknown input format {fmt!r}", fix=f"use one of: {', '.join(FORMATS)}")
     if path is not None and not Path(path).is_file():
         raise BertctlError(f"{path}: no such file", fix="check the path, or pipe the input on stdin")
-    return _iter_rows(path, kind, columns or {}, fmt, stdin)
+    return _iter_rows(path, task, columns or {}, fmt, stdin)
 
 
-def _iter_rows(path, kind: str, columns: dict, fmt: str, stdin) -> Iterator[dict]:
+def _iter_rows(path, task, columns: dict, fmt: str, stdin) -> Iterator[dict]:
     source = str(path) if path else "stdin"
     handle = open(path, encoding="utf-8", newline="") if path else (stdin or sys.stdin)
     try:
         if fmt == "text":
-            pair = kind in ("nli", "regression") or kind == "cls" and bool(columns.get("text_pair"))
-            yield from _plain(handle, kind, source, pair)
+            pair = uses_pair(task, columns)
+            for n, line in enumerate(handle, 1):
+                yield task.read_line(line.rstrip("\r\n"), pair, n, source)
             return
         mapping = None
         for row in _records(handle, fmt, source):
             if mapping is None:
-                mapping = column_map(kind, columns, list(row), source)
-            out = {role: row.get(col) for role, col in mapping.items()}
-            if kind == "tag" and not isinstance(out["tokens"], list):
-                out["tokens"] = str(out["tokens"] or "").split()
-            if kind in ("cls", "dna", "nli", "regression"):
-                out = {k: "" if v is None else str(v) for k, v in out.items()}
-            yield out
+                mapping = column_map(task, columns, list(row), source)
+            yield task.input_row({role: row.get(col) for role, col in mapping.items()})
     except UnicodeDecodeError as e:
         raise BertctlError(f"{source} is not UTF-8 text ({e.reason})", fix="convert it to UTF-8") from None
     finally:

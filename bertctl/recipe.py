@@ -63,6 +63,21 @@ def _resolve_path(value: str | None, info: ValidationInfo) -> str | None:
 
 PathStr = Annotated[str, AfterValidator(_resolve_path)]
 OptionalPath = Annotated[str | None, AfterValidator(_resolve_path)]
+
+# the words a model field takes that are no paths: a folder that happens to be called
+# `scratch` next to the recipe must not hijack `scratch`
+MODEL_KEYWORDS = ("scratch", "auto", "train")
+
+
+def _model_name(value: str, info: ValidationInfo) -> str:
+    return value if value in MODEL_KEYWORDS else _resolve_path(value, info)
+
+
+# One way to name a model in every recipe (finetune, pretrain, probe, prompt, eval-glue): a
+# bertctl run folder, a local Hugging Face folder or .gguf file, a hub id, an embedded name
+# (minilm, smollm2) or a keyword of the field. A relative path resolves like PathStr:
+# against the recipe's folder (overrides: the current directory).
+ModelName = Annotated[str, AfterValidator(_model_name)]
 Precision = Literal["bf16", "fp32", "fp16"]
 # YAML has no tuples: a recipe writes [0, -1] (strict mode alone would refuse the list)
 IntPair = Annotated[tuple[int, int], BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v)]

@@ -227,7 +227,7 @@ def test_no_dev_data_says_how_to_split(tmp_path):
 
 def test_unknown_task_lists_the_names():
     with pytest.raises(BertctlError, match="sentiment"):
-        from bertctl.finetune.config import canonical_task
+        from bertctl.finetune.kinds import canonical_task
 
         canonical_task("summarize")
 
@@ -322,10 +322,10 @@ def test_local_hf_dataset_with_class_label_names(tmp_path):
 
 
 def test_world_default_data_for_every_task():
-    from bertctl.finetune.config import TASKS
     from bertctl.finetune.data import load_splits
+    from bertctl.finetune.kinds import KINDS
 
-    for kind in TASKS:
+    for kind in KINDS:
         s = load_splits(data_settings(world={"train": 12, "dev": 6}), kind)
         assert len(s.train) == 12 and len(s.dev) == 6, kind
     s = load_splits(data_settings(world={"train": 30, "dev": 6, "tags": "bio"}), "tag")

@@ -96,7 +96,7 @@ def test_qlora_trains_through_evaluation_between_epochs(tmp_path, tiny, one_thre
 def test_qlora_head_stays_unquantised_and_trainable(tiny):
     import bitsandbytes as bnb
 
-    from bertctl.finetune.base import get_task
+    from bertctl.finetune.kinds import get_task
     from bertctl.finetune.methods import build_model
     from bertctl.models import resolve
 
@@ -171,7 +171,7 @@ def test_merge_flag_on_resume_of_a_finished_run(tmp_path, tiny, one_thread):
 
 def test_lora_reports_the_new_head_once(tiny):
     from bertctl.models import resolve
-    from bertctl.finetune.base import get_task
+    from bertctl.finetune.kinds import get_task
     from bertctl.finetune.methods import build_model
 
     r = recipe(tiny, "cls", method="lora")

@@ -190,7 +190,7 @@ def test_streaming_keeps_order_across_chunks_and_reads_lazily(runs):
 
 
 def test_bio_entities():
-    from bertctl.predict import entities
+    from bertctl.finetune.tag import entities
 
     tokens = ["Zoe", "Ann", "met", "Bob", "in", "Rome", "."]
     tags = ["B-PER", "I-PER", "O", "I-PER", "O", "B-LOC", "I-PER"]

@@ -33,7 +33,7 @@ COMPARE = typer.Option(False, "--compare-init",
 def default_recipe(task: str | None) -> str:
     """finetune_<what the user typed> when built in (finetune_ner), else finetune_<kind>."""
     from bertctl.recipe import builtin_recipes
-    from bertctl.finetune.config import canonical_task
+    from bertctl.finetune.kinds import canonical_task
 
     if task is None:
         return "finetune_cls"
@@ -63,7 +63,8 @@ def finetune(
 
     from bertctl.recipe import load
     from bertctl.runs import Run
-    from bertctl.finetune.config import FinetuneRecipe, canonical_task
+    from bertctl.finetune.config import FinetuneRecipe
+    from bertctl.finetune.kinds import canonical_task
     from bertctl.finetune.run import finetune as run_finetune
 
     if task is not None:

@@ -71,9 +71,9 @@ def predict(
 
 
 def _columns(items: list[str]) -> dict[str, str]:
-    from bertctl.predict import ROLES
+    from bertctl.predict import input_roles
 
-    roles = sorted({r for required, optional in ROLES.values() for r in required + optional})
+    roles = input_roles()
     out = {}
     for item in items:
         role, sep, name = item.partition("=")

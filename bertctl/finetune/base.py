@@ -16,7 +16,10 @@ loop requires for exact resume.
 from __future__ import annotations
 
 import random
+import math
 from typing import Any
+
+from bertctl.errors import BertctlError
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -77,8 +80,6 @@ def batched_outputs(model, features: list[dict], collate, batch_size: int, names
     """Run the model over features in length order (little padding), return one tuple of
     CPU float tensors per feature in the original order. per_token=True trims each
     output's sequence dimension back to the feature's own length."""
-    import torch
-
     order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
     out: list[tuple | None] = [None] * len(features)
     device = next(model.parameters()).device
@@ -94,13 +95,107 @@ def batched_outputs(model, features: list[dict], collate, batch_size: int, names
 
 
 class Task:
-    """One task kind. Subclasses fill in encoding, loss and scoring."""
+    """One task kind: what it reads, how it trains, how it answers. A subclass is one row of
+    the kind table (bertctl.finetune.kinds); it fills in encoding, loss and scoring, and
+    overrides the class-level hooks below (columns, World data, label cleaning) where its
+    rows differ from a classifier's.
+
+    Class attributes (the data of the table):
+        kind, aliases   the name recipes store and the other names users type
+        columns         role -> default column names, tried in order (World's names first,
+                        then what the usual public files call them)
+        required        roles every labelled row has; `gold` is the one holding the answer
+        optional        roles read when the file has them
+        pair            second text: "always", "optional" (when there), "mapped" (only when
+                        data.columns.text_pair names a column) or "never"
+        json_format     what a .json file of this kind is ("squad" for QA)
+        settings        the recipe section only this kind reads ("qa", "dna"), and `title`,
+                        how errors name the kind
+        inputs          the roles `bertctl predict` needs
+        auto_class ...  the head: transformers auto class, peft task type, Hub pipeline tag
+        outputs         the model outputs that decoding reads
+    """
 
     kind = ""
+    aliases: tuple[str, ...] = ()
+    title = ""
+    columns: dict[str, list[str]] = {"text": ["text", "sentence", "sentence1"], "label": ["label", "gold_label"]}
+    required: tuple[str, ...] = ("text", "label")
+    optional: tuple[str, ...] = ()
+    gold = "label"
+    pair = "mapped"
+    json_format = "json"
+    settings: str | None = None
+    has_label_set = True  # labels.json holds the class (or tag) names
+    inputs: tuple[str, ...] = ("text",)  # the roles `bertctl predict` needs (text_pair follows `pair`)
+    input_extras: tuple[str, ...] = ()  # ... and reads when the input has them
+    plain_text = True  # `bertctl predict` reads plain text lines (QA needs JSON lines)
     auto_class = "AutoModelForSequenceClassification"
-    pipeline_task = "text-classification"
+    peft_task_type = "SEQ_CLS"
+    pipeline_tag = "text-classification"  # the Hub's name for what the model does
+    has_pipeline = True  # transformers 5 removed the question-answering pipeline
     main_metric = "accuracy"
-    needs_fast_tokenizer = False
+    outputs = ("logits",)  # the model outputs prediction reads
+    per_token = False  # outputs have a sequence dimension (trimmed to each feature's length)
+
+    # ---------------------------------------------------------------- rows (before a Task exists)
+    @classmethod
+    def world_rows(cls, world, n: int, settings, task: str) -> list[dict]:
+        """n labelled rows of this kind from a `World` (its own column names).
+        settings: the recipe's data.world; task: the name the user typed."""
+        raise NotImplementedError
+
+    @classmethod
+    def clean(cls, rows: list[dict], source: str, notes: list[str], dropped: list | None) -> list[dict]:
+        """Labelled rows -> rows the task can train on: drop no-consensus rows ("-", empty:
+        SNLI), refuse mixed label types and numbers that are no class names, make labels
+        strings. `dropped` (data.on_bad_rows=skip) collects rows left out instead of refused."""
+        rows, label_type = labelled_rows(rows, source, notes)
+        if label_type == "number":
+            bad = [(i, r["label"]) for i, r in enumerate(rows, 1) if not _whole(r["label"])]
+            if bad:  # 0.37 or NaN as a class name: almost always a regression target given to a classifier
+                raise BertctlError(f"{source}: the {cls.kind} task needs class labels, but {len(bad)} label(s) are "
+                                   f"fractional, NaN or infinite numbers (row {bad[0][0]}: {bad[0][1]!r})",
+                                   fix="use --task regression for numeric targets, or map data.columns.label to a class column")
+        return [{**r, "label": _label_str(r["label"])} for r in rows]
+
+    @classmethod
+    def labelled(cls, rows: list[dict]) -> bool:
+        """Whether rows carry the gold answer (a test file may not: predictions only)."""
+        return bool(rows) and cls.gold in rows[0]
+
+    @classmethod
+    def gold_labels(cls, row: dict) -> list:
+        """The label names a row holds (for the label set and eval-only checks)."""
+        return [row["label"]] if "label" in row else []
+
+    @classmethod
+    def label_set(cls, train: list[dict], dev: list[dict], dev_source: str) -> list[str] | None:
+        """Labels from train only (sorted, so ids are stable), checked against dev; None
+        for kinds without a label set (a number, a span)."""
+        from bertctl.data import readers
+
+        if not cls.has_label_set:
+            return None
+        return readers.build_label_list([l for r in train for l in cls.gold_labels(r)],
+                                        [l for r in dev for l in cls.gold_labels(r)], dev_source)
+
+    @classmethod
+    def read_line(cls, line: str, pair: bool, n: int, source: str) -> dict:
+        """`bertctl predict` on plain text: one example per line; a pair as two
+        tab-separated fields."""
+        if not pair:
+            return {"text": line}
+        fields = line.split("\t")
+        if len(fields) > 2 or len(fields) == 1 and cls.pair != "optional":
+            raise BertctlError(f"{source} line {n} has {len(fields)} tab-separated field(s); this {cls.kind} run "
+                               "takes two texts separated by one tab", fix="put one pair per line: TEXT<TAB>TEXT")
+        return {"text": fields[0], **({"text_pair": fields[1]} if len(fields) == 2 else {})}
+
+    @classmethod
+    def input_row(cls, row: dict) -> dict:
+        """`bertctl predict`: a row read from a table, as encode expects it."""
+        return {k: "" if v is None else str(v) for k, v in row.items()}
 
     def __init__(self, recipe, labels: list[str] | None):
         self.recipe = recipe
@@ -192,6 +287,24 @@ class Task:
         return [" ".join(r["tokens"]) if "tokens" in r else " ".join(str(r[k]) for k in ("text", "text_pair") if k in r)
                 for r in rows]
 
+    # ---------------------------------------------------------------- `bertctl predict`
+    def restore(self, run_dir) -> None:
+        """Settle, from a trained run folder, what training decided from its data."""
+
+    def predict_rows(self, rows: list[dict], first_index: int) -> list[dict]:
+        """Input rows as encode expects them (QA numbers the questions without an id)."""
+        return rows
+
+    def output_records(self, rows: list[dict], features: list[dict], outputs: list[tuple]) -> list[dict]:
+        """One JSON record per row (without "index"): the label and every class's probability."""
+        out = []
+        for o in outputs:
+            probs = o[0].softmax(-1).tolist()
+            best = max(range(len(probs)), key=probs.__getitem__)
+            out.append({"label": self.labels[best],
+                        "probabilities": {l: round(p, 6) for l, p in zip(self.labels, probs)}})
+        return out
+
     def describe_labels(self) -> str:
         if not self.labels:
             return ""
@@ -214,20 +327,25 @@ def unk_rate(tokenizer, texts: list[str]) -> float | None:
     return hits / total if total else 0.0
 
 
-def has_labels(rows: list[dict]) -> bool:
-    return bool(rows) and any(k in rows[0] for k in ("label", "tags", "answers"))
+def labelled_rows(rows: list[dict], source: str, notes: list[str]) -> tuple[list[dict], str]:
+    """The rows that have a gold label, and whether the labels are "number"s or "text"
+    (never both: a mix is usually a stray header row or a shifted column)."""
+    from bertctl.data import readers
+
+    rows, n_dropped = readers.drop_unlabelled(rows, "label")
+    if n_dropped:
+        notes.append(f"dropped {n_dropped} row(s) without a gold label ('-' or empty) from {source}")
+    if not rows:
+        raise BertctlError(f"{source}: no labelled rows left", fix="check the label column")
+    return rows, readers.check_label_types([r["label"] for r in rows], source)
 
 
-def get_task(kind: str):
-    """The Task class of a task kind (imported on demand)."""
-    from importlib import import_module
+def _whole(value) -> bool:
+    number = float(value)
+    return math.isfinite(number) and number.is_integer()
 
-    module, name = {
-        "cls": ("bertctl.finetune.cls", "ClsTask"),
-        "nli": ("bertctl.finetune.nli", "NliTask"),
-        "regression": ("bertctl.finetune.regression", "RegressionTask"),
-        "tag": ("bertctl.finetune.tag", "TagTask"),
-        "dna": ("bertctl.finetune.dna", "DnaTask"),
-        "qa": ("bertctl.finetune.extractive", "QaTask"),
-    }[kind]
-    return getattr(import_module(module), name)
+
+def _label_str(value) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()

@@ -25,6 +25,11 @@ def encode_sequences(tokenizer, rows: list[dict], max_length: int, pair: bool) -
 
 class ClsTask(Task):
     kind = "cls"
+    aliases = ("sentiment", "classification")
+
+    @classmethod
+    def world_rows(cls, world, n, settings, task):
+        return world.sentiment(n)
 
     def uses_pair(self, rows: list[dict]) -> bool:
         return bool(rows) and "text_pair" in rows[0]

@@ -23,31 +23,13 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from bertctl.config import TrainSettings
-from bertctl.recipe import IntPair, OptionalPath, Section
+from bertctl.recipe import IntPair, ModelName, OptionalPath, Section
 
-# The names users type -> the task kind that runs.
-TASK_ALIASES = {
-    "cls": "cls", "sentiment": "cls", "classification": "cls",
-    "tag": "tag", "pos": "tag", "ner": "tag",
-    "nli": "nli", "pair": "nli",
-    "qa": "qa",
-    "regression": "regression", "sts": "regression",
-    "dna": "dna",
-}
-TASKS = ("cls", "tag", "nli", "qa", "regression", "dna")
-
-
-def canonical_task(name: str) -> str:
-    from bertctl.errors import BertctlError
-
-    kind = TASK_ALIASES.get(str(name).lower())
-    if kind is None:
-        raise BertctlError(f"unknown task {name!r}", fix=f"use one of: {', '.join(TASK_ALIASES)}")
-    return kind
+from bertctl.finetune.kinds import ALIASES, KINDS
 
 
 class ModelSettings(Section):
-    name_or_path: str | None = Field(
+    name_or_path: ModelName | None = Field(
         None, description="bertctl run folder, local HF folder, hub id, or 'minilm'; "
                           "empty = the latest `bertctl pretrain` run, else the embedded minilm")
     init: Literal["pretrained", "random"] = Field(
@@ -161,7 +143,7 @@ class DnaSettings(Section):
 
 class FinetuneRecipe(Section):
     command: Literal["finetune"] = "finetune"
-    task: str = Field("cls", description="cls|sentiment, tag|pos|ner, nli|pair, qa, regression, dna")
+    task: str = Field("cls", description=", ".join("|".join((t.kind, *t.aliases)) for t in KINDS.values()))
     model: ModelSettings = ModelSettings()
     data: DataSettings = DataSettings()
     method: Literal["full", "lora", "qlora"] = "full"
@@ -178,14 +160,14 @@ class FinetuneRecipe(Section):
     @field_validator("task")
     @classmethod
     def _known_task(cls, value: str) -> str:
-        if str(value).lower() not in TASK_ALIASES:
-            raise ValueError(f"unknown task {value!r} (valid: {', '.join(TASK_ALIASES)})")
+        if str(value).lower() not in ALIASES:
+            raise ValueError(f"unknown task {value!r} (valid: {', '.join(ALIASES)})")
         return str(value).lower()
 
     @property
     def kind(self) -> str:
         """The task kind that runs ('sentiment' -> 'cls', 'pair' -> 'nli', ...)."""
-        return TASK_ALIASES[self.task]
+        return ALIASES[self.task]
 
 
 def unused_settings(recipe: FinetuneRecipe) -> list[tuple[list[str], str]]:
@@ -196,11 +178,13 @@ def unused_settings(recipe: FinetuneRecipe) -> list[tuple[list[str], str]]:
     out = []
     if recipe.merge and recipe.method == "full":
         out.append((["merge"], "method=full has no adapter to merge; use method=lora or qlora"))
+    # a kind's own section (qa, dna) is dead under every other kind
+    kind_sections = [(t.settings, getattr(recipe, t.settings), type(getattr(recipe, t.settings))(),
+                      t.kind == recipe.kind, f"task {recipe.task} is not {t.title}") for t in KINDS.values() if t.settings]
     for name, section, default, applies, why in (
             ("lora", recipe.lora, LoraSettings(), recipe.method != "full", "method=full trains no adapter"),
             ("quant", recipe.quant, QuantSettings(), recipe.method == "qlora", f"method={recipe.method} quantises nothing"),
-            ("qa", recipe.qa, QaSettings(), recipe.kind == "qa", f"task {recipe.task} is not question answering"),
-            ("dna", recipe.dna, DnaSettings(), recipe.kind == "dna", f"task {recipe.task} is not dna"),
+            *kind_sections,
             ("data.world", recipe.data.world, WorldData(), recipe.data.source == "world",
              "data comes from files or data.hf, not from World")):
         keys = changed(section, default)

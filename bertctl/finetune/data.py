@@ -10,12 +10,13 @@ its columns, so the task modules never see file formats:
     tag             {"tokens": [...], "tags": [...]}
     qa              {"id", "question", "context", "answers": {"text": [...], "answer_start": [...]}}
 
-No torch here; `datasets` is imported only for `data.hf`.
+Which roles, which default column names, World data and label cleaning are the kind's
+own (class attributes and hooks of its Task, bertctl.finetune.kinds); this module only
+applies them. No torch here; `datasets` is imported only for `data.hf`.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import random
 from dataclasses import dataclass, field
@@ -24,38 +25,7 @@ from pathlib import Path
 from bertctl.data import readers
 from bertctl.errors import BertctlError
 from bertctl.finetune.config import DataSettings
-
-# Default column names per role, tried in order: the World's names first, then the names
-# the usual public files use (GLUE, SNLI, CoNLL readers, HF datasets).
-DEFAULT_COLUMNS = {
-    "cls": {"text": ["text", "sentence", "sentence1"], "label": ["label", "gold_label"]},
-    "dna": {"text": ["sequence", "text"], "label": ["label"]},
-    "nli": {"text": ["premise", "sentence1", "text"], "text_pair": ["hypothesis", "sentence2", "text_pair"],
-            "label": ["label", "gold_label"]},
-    "regression": {"text": ["sentence1", "text", "premise"], "text_pair": ["sentence2", "text_pair", "hypothesis"],
-                   "label": ["score", "label"]},
-    "tag": {"tokens": ["tokens", "words"], "tags": ["tags", "upos", "ner_tags", "pos_tags"]},
-    "qa": {"id": ["id"], "question": ["question"], "context": ["context"], "answers": ["answers"]},
-}
-REQUIRED = {"cls": ["text", "label"], "dna": ["text", "label"], "nli": ["text", "text_pair", "label"],
-            "regression": ["text", "label"], "tag": ["tokens", "tags"], "qa": ["id", "question", "context", "answers"]}
-OPTIONAL = {"regression": ["text_pair"]}
-CLASSIFICATION = ("cls", "nli", "dna")
-
-# GLUE tasks as distributed by the GLUE download script: file columns -> roles, and the
-# task kind. Used by the built-in recipes and by `bertctl eval-glue`.
-GLUE_TASKS = {
-    "cola": ("CoLA", "cls", {"text": "sentence", "label": "label"}),
-    "sst2": ("SST-2", "cls", {"text": "sentence", "label": "label"}),
-    "mrpc": ("MRPC", "nli", {"text": "#1 String", "text_pair": "#2 String", "label": "Quality"}),
-    "qqp": ("QQP", "nli", {"text": "question1", "text_pair": "question2", "label": "is_duplicate"}),
-    "stsb": ("STS-B", "regression", {"text": "sentence1", "text_pair": "sentence2", "label": "score"}),
-    "mnli": ("MNLI", "nli", {"text": "sentence1", "text_pair": "sentence2", "label": "gold_label"}),
-    "qnli": ("QNLI", "nli", {"text": "question", "text_pair": "sentence", "label": "label"}),
-    "rte": ("RTE", "nli", {"text": "sentence1", "text_pair": "sentence2", "label": "label"}),
-    "wnli": ("WNLI", "nli", {"text": "sentence1", "text_pair": "sentence2", "label": "label"}),
-}
-
+from bertctl.finetune.kinds import get_task
 
 @dataclass
 class Splits:
@@ -114,7 +84,7 @@ def read_file(path: Path, kind: str, data: DataSettings, dropped: list | None = 
     suffix = path.suffix.lower()
     if fmt == "auto":
         fmt = {".tsv": "glue", ".csv": "csv", ".jsonl": "jsonl", ".conllu": "conllu", ".conll": "conll",
-               ".json": "squad" if kind == "qa" else "json"}.get(suffix)
+               ".json": get_task(kind).json_format}.get(suffix)
         if fmt is None:
             raise BertctlError(f"{path}: cannot tell the format from the extension {suffix or '(none)'}",
                                fix="set data.format (glue, tsv, csv, jsonl, json, conllu, conll, squad)")
@@ -127,39 +97,6 @@ def read_file(path: Path, kind: str, data: DataSettings, dropped: list | None = 
     if fmt == "conll":
         return readers.read_conll(path, *data.conll_columns)
     return readers.read_squad(path, dropped=dropped)
-
-
-def world_rows(kind: str, world, n: int, tags: str = "upos") -> list[dict]:
-    """n labelled rows of the task from a `World` (its own column names)."""
-    if kind == "cls":
-        return world.sentiment(n)
-    if kind == "nli":
-        return world.nli(n)
-    if kind == "regression":
-        return world.similarity(n)
-    if kind == "dna":
-        return world.dna(n)
-    if kind == "qa":
-        return world.qa(n)
-    sentences = world.tagged_sentences(n)
-    rows = [{"tokens": [w for w, _ in s], "tags": [t for _, t in s]} for s in sentences]
-    if tags == "bio":
-        for row in rows:
-            row["tags"] = bio_from_upos(row["tags"])
-    return rows
-
-
-def bio_from_upos(upos: list[str]) -> list[str]:
-    """Entity-style BIO tags over runs of proper nouns (a stand-in for NER on World data)."""
-    out, inside = [], False
-    for tag in upos:
-        if tag == "PROPN":
-            out.append("I-NAME" if inside else "B-NAME")
-            inside = True
-        else:
-            out.append("O")
-            inside = False
-    return out
 
 
 def hf_rows(hf, split: str | None) -> tuple[list[dict], str] | tuple[None, str]:
@@ -228,32 +165,32 @@ def _hf_dataset(hf):
 
 def map_columns(rows: list[dict], kind: str, columns: dict, source: str, labelled: bool = True) -> list[dict]:
     """Rename the configured (or default) columns to roles; a missing column is an error
-    naming the available ones. `labelled=False` (test files) tolerates a missing label."""
+    naming the available ones. `labelled=False` (test files) tolerates a missing gold."""
     if not rows:
         raise BertctlError(f"{source} holds no rows", fix="check the file or the split")
+    task = get_task(kind)
     available = list(rows[0])
     mapping = {}
-    for role in REQUIRED[kind] + OPTIONAL.get(kind, []):
+    for role in task.required + task.optional:
+        optional = role in task.optional or (role == task.gold and not labelled)
         chosen = columns.get(role)
-        if chosen is not None and chosen not in available and (labelled or role not in ("label", "tags", "answers")):
+        if chosen is not None and chosen not in available and (labelled or role != task.gold):
             raise BertctlError(f"{source}: no column {chosen!r} (data.columns.{role}); "
                                f"available columns: {', '.join(map(repr, available))}",
                                fix=f"set data.columns.{role} to one of the available columns")
         if chosen is None:
-            chosen = next((c for c in DEFAULT_COLUMNS[kind][role] if c in available), None)
-        if chosen is None:
-            if role in OPTIONAL.get(kind, []) or (role in ("label", "tags", "answers") and not labelled):
+            chosen = next((c for c in task.columns[role] if c in available), None)
+        if chosen is None or chosen not in available:
+            if optional:
                 continue
-            tried = columns.get(role) or " / ".join(DEFAULT_COLUMNS[kind][role])
+            tried = columns.get(role) or " / ".join(task.columns[role])
             raise BertctlError(f"{source}: no column {tried!r} for the {role} of a {kind} example; "
                                f"available columns: {', '.join(map(repr, available))}",
                                fix=f"set data.columns.{role} to one of the available columns")
-        if role in ("label", "tags", "answers") and not labelled and chosen not in available:
-            continue
         mapping[role] = chosen
     readers.require_columns(rows, mapping.values(), source)
-    # a column mapped explicitly for a role the task does not use (text_pair for cls) still counts
-    if kind in ("cls", "dna") and columns.get("text_pair"):
+    # a second text only when the recipe maps one (cls reads text_pair then)
+    if task.pair == "mapped" and columns.get("text_pair"):
         readers.require_columns(rows, [columns["text_pair"]], source)
         mapping["text_pair"] = columns["text_pair"]
     return [{role: row[col] for role, col in mapping.items()} for row in rows]
@@ -262,69 +199,11 @@ def map_columns(rows: list[dict], kind: str, columns: dict, source: str, labelle
 # ------------------------------------------------------------------------ labels
 
 
-def clean_labels(rows: list[dict], kind: str, source: str, notes: list[str]) -> list[dict]:
-    """Drop no-consensus rows ("-", empty: SNLI), refuse mixed label types, normalise
-    classification labels to strings and regression labels to floats."""
-    if kind == "qa" or not rows or "label" not in rows[0] and "tags" not in rows[0]:
-        return rows
-    if kind == "tag":
-        for i, row in enumerate(rows, 1):
-            if len(row["tokens"]) != len(row["tags"]):
-                raise BertctlError(f"{source}: sentence {i} has {len(row['tokens'])} words but {len(row['tags'])} tags",
-                                   fix="give exactly one tag per word")
-        return [{"tokens": [str(t) for t in r["tokens"]], "tags": [str(t) for t in r["tags"]]} for r in rows if r["tokens"]]
-    rows, dropped = readers.drop_unlabelled(rows, "label")
-    if dropped:
-        notes.append(f"dropped {dropped} row(s) without a gold label ('-' or empty) from {source}")
-    if not rows:
-        raise BertctlError(f"{source}: no labelled rows left", fix="check the label column")
-    kind_of = readers.check_label_types([r["label"] for r in rows], source)
-    if kind == "regression":
-        if kind_of != "number":
-            example = rows[0]["label"]
-            raise BertctlError(f"{source}: regression needs numeric labels, got text such as {example!r}",
-                               fix="map data.columns.label to a numeric column, or use a classification task")
-        bad = [(i, r["label"]) for i, r in enumerate(rows, 1) if not math.isfinite(float(r["label"]))]
-        if bad:  # a NaN target makes every loss NaN; an infinite one, every gradient
-            raise BertctlError(f"{source}: {len(bad)} label(s) are NaN or infinite (row {bad[0][0]}: {bad[0][1]!r})",
-                               fix="drop or fix those rows")
-        return [{**r, "label": float(r["label"])} for r in rows]
-    if kind_of == "number":
-        bad = [(i, r["label"]) for i, r in enumerate(rows, 1) if not _whole(r["label"])]
-        if bad:  # 0.37 or NaN as a class name: almost always a regression target given to a classifier
-            raise BertctlError(f"{source}: the {kind} task needs class labels, but {len(bad)} label(s) are fractional, "
-                               f"NaN or infinite numbers (row {bad[0][0]}: {bad[0][1]!r})",
-                               fix="use --task regression for numeric targets, or map data.columns.label to a class column")
-    return [{**r, "label": _label_str(r["label"])} for r in rows]
-
-
-def _whole(value) -> bool:
-    number = float(value)
-    return math.isfinite(number) and number.is_integer()
-
-
-def _label_str(value) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).strip()
-
-
-def label_set(kind: str, train: list[dict], dev: list[dict], dev_source: str) -> list[str] | None:
-    """Labels from train only (sorted, so ids are stable), checked against dev."""
-    if kind in CLASSIFICATION:
-        return readers.build_label_list([r["label"] for r in train], [r["label"] for r in dev if "label" in r], dev_source)
-    if kind == "tag":
-        return readers.build_label_list([t for r in train for t in r["tags"]],
-                                        [t for r in dev if "tags" in r for t in r["tags"]], dev_source)
-    return None
-
-
 def check_known_labels(kind: str, rows: list[dict], labels: list[str] | None, source: str) -> None:
     """Eval-only: every gold label of the new file must be one the model can predict."""
     if labels is None or not rows:
         return
-    readers.build_label_list(labels, [l for r in rows for l in ([r["label"]] if "label" in r else r.get("tags", []))],
-                             source)
+    readers.build_label_list(labels, [l for r in rows for l in get_task(kind).gold_labels(r)], source)
 
 
 # ------------------------------------------------------------------------ splits
@@ -360,6 +239,7 @@ def split_rows(rows: list[dict], share: float, seed: int, by: str | None = None)
 def load_splits(data: DataSettings, kind: str, need_train: bool = True, task: str | None = None) -> Splits:
     """Read train/dev/test for a task kind, as role-keyed rows, with the label set.
     `task` is the name the user typed (World data for "ner" gets BIO tags)."""
+    kind_task = get_task(kind)
     columns = data.columns.model_dump()
     notes: list[str] = []
     names: dict[str, str] = {}
@@ -369,8 +249,7 @@ def load_splits(data: DataSettings, kind: str, need_train: bool = True, task: st
         from bertctl.data.world import World
 
         w = data.world
-        tags = w.tags or ("bio" if task == "ner" else "upos")
-        rows = world_rows(kind, World(w.seed, w.language), w.train + w.dev + w.test, tags)
+        rows = kind_task.world_rows(World(w.seed, w.language), w.train + w.dev + w.test, w, task)
         raw = {"train": rows[:w.train], "dev": rows[w.train:w.train + w.dev], "test": rows[w.train + w.dev:] or None}
         label = f"World(seed={w.seed}, language={w.language!r})"
         names = {s: f"{label} {s}" for s, rows in raw.items() if rows is not None}
@@ -409,19 +288,13 @@ def load_splits(data: DataSettings, kind: str, need_train: bool = True, task: st
         limit = data.max_train_samples if split == "train" else data.max_eval_samples
         rows = rows[:limit] if limit else rows
         mapped = map_columns(rows, kind, columns, names[split], labelled=split != "test")
-        out[split] = clean_labels(mapped, kind, names[split], notes) if split != "test" or _has_labels(mapped) else mapped
-    if kind == "qa":
-        from bertctl.finetune import qa
-
-        for split in ("train", "dev", "test"):
-            if out[split] is not None and (split != "test" or _has_labels(out[split])):
-                dropped = [] if data.on_bad_rows == "skip" else None
-                out[split] = qa.check_answers(out[split], names[split], dropped)
-                _note_skipped(dropped, split, names[split], bad_rows, notes)
-                if not out[split]:
-                    raise BertctlError(f"{names[split]}: no question left after skipping misplaced answers",
-                                       fix="fix the answer_start offsets of that file")
-    labels = label_set(kind, out["train"], out["dev"], names["dev"]) if out["train"] is not None else None
+        if not kind_task.labelled(mapped):  # an unlabelled test file: predictions only
+            out[split] = mapped
+            continue
+        dropped = [] if data.on_bad_rows == "skip" else None
+        out[split] = kind_task.clean(mapped, names[split], notes, dropped)
+        _note_skipped(dropped, split, names[split], bad_rows, notes)
+    labels = kind_task.label_set(out["train"], out["dev"], names["dev"]) if out["train"] is not None else None
     return Splits(out["train"] or [], out["dev"], out["test"], names, notes, labels, bad_rows)
 
 
@@ -431,7 +304,3 @@ def _note_skipped(dropped: list | None, split: str, source: str, bad_rows: dict,
         shown = ", ".join(map(str, dropped[:5])) + (", ..." if len(dropped) > 5 else "")
         notes.append(f"skipped {len(dropped)} question(s) of {source} whose answer is not at its answer_start "
                      f"(data.on_bad_rows=skip): {shown}")
-
-
-def _has_labels(rows: list[dict]) -> bool:
-    return bool(rows) and any(k in rows[0] for k in ("label", "tags", "answers"))

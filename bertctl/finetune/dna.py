@@ -46,6 +46,14 @@ def word_map(vocab: dict[str, int], k: int) -> dict[str, str]:
 
 class DnaTask(ClsTask):
     kind = "dna"
+    aliases = ()
+    title = "dna"
+    columns = {"text": ["sequence", "text"], "label": ["label"]}
+    settings = "dna"
+
+    @classmethod
+    def world_rows(cls, world, n, settings, task):
+        return world.dna(n)
 
     def setup(self, tokenizer):
         super().setup(tokenizer)

@@ -9,17 +9,49 @@ SQuAD exact match and F1 (0-100), with has/no-answer breakdowns on SQuAD 2.0 dat
 
 from __future__ import annotations
 
+import json
+import math
+
 from bertctl import metrics
+from bertctl.errors import BertctlError
 from bertctl.finetune import qa
 from bertctl.finetune.base import Task, batched_outputs, model_inputs
 
 
 class QaTask(Task):
     kind = "qa"
+    title = "question answering"
+    columns = {"id": ["id"], "question": ["question"], "context": ["context"], "answers": ["answers"]}
+    required = ("id", "question", "context", "answers")
+    gold = "answers"
+    pair = "never"
+    json_format = "squad"
+    settings = "qa"
+    has_label_set = False
+    inputs = ("question", "context")
+    input_extras = ("id",)
+    plain_text = False
     auto_class = "AutoModelForQuestionAnswering"
-    pipeline_task = None  # transformers 5 removed the question-answering pipeline
+    peft_task_type = "QUESTION_ANS"
+    pipeline_tag = "question-answering"
+    has_pipeline = False  # transformers 5 removed the question-answering pipeline
     main_metric = "f1"
-    needs_fast_tokenizer = True
+    outputs = ("start_logits", "end_logits")
+    per_token = True
+
+    @classmethod
+    def world_rows(cls, world, n, settings, task):
+        return world.qa(n)
+
+    @classmethod
+    def clean(cls, rows, source, notes, dropped):
+        """Every answer where its answer_start says (all misplaced ones listed at once, or
+        skipped into `dropped`)."""
+        kept = qa.check_answers(rows, source, dropped)
+        if not kept:
+            raise BertctlError(f"{source}: no question left after skipping misplaced answers",
+                               fix="fix the answer_start offsets of that file")
+        return kept
 
     def __init__(self, recipe, labels):
         super().__init__(recipe, None)
@@ -69,5 +101,45 @@ class QaTask(Task):
     def official_files(self, rows, predictions):
         return qa.official_files(rows, predictions, bool(self.version_2))
 
+    def restore(self, run_dir):
+        """Whether the run answers "no answer": the recipe says so, or its dev set had
+        unanswerable questions (training decided from its data the same way)."""
+        if self.version_2 is not None:
+            return
+        path = run_dir / "predictions_dev.jsonl"
+        self.version_2 = False
+        if path.exists():
+            with open(path, encoding="utf-8") as f:
+                self.version_2 = any(json.loads(line).get("gold") == [] for line in f if line.strip())
+
+    @classmethod
+    def input_row(cls, row):
+        return row  # JSON values as they are: decoding reads the context's characters
+
+    def predict_rows(self, rows, first_index):
+        return [{**r, "id": str(r.get("id", first_index + i))} for i, r in enumerate(rows)]
+
+    def output_records(self, rows, features, outputs):
+        q = self.recipe.qa
+        nbest = qa.decode_nbest(rows, features, [o[0] for o in outputs], [o[1] for o in outputs],
+                                q.max_answer_length, q.n_best)
+        out = []
+        for row in rows:
+            r = nbest[row["id"]]
+            top = r["candidates"][0] if r["candidates"] else None
+            record = {"id": row["id"]}
+            if top is None or (self.version_2 and r["null_score"] > top["score"] + q.null_threshold):
+                record.update(answer="", start=None, end=None, score=_finite(r["null_score"]))
+            else:
+                record.update(answer=top["text"], start=top["start"], end=top["end"], score=round(top["score"], 5))
+            if self.version_2:
+                record["null_score"] = _finite(r["null_score"])
+            out.append(record)
+        return out
+
     def texts(self, rows):
         return [r["question"] for r in rows] + list(dict.fromkeys(r["context"] for r in rows))
+
+
+def _finite(x) -> float | None:
+    return round(float(x), 5) if x is not None and math.isfinite(x) else None

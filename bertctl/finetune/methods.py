@@ -23,14 +23,12 @@ import os
 from pathlib import Path
 
 from bertctl.errors import BertctlError
-from bertctl.models import ModelSource, latest_run, load_model, resolve
+from bertctl.models import ModelSource, load_model, recipe_model, resolve
 
 # Head modules of the usual *For{SequenceClassification,TokenClassification,QuestionAnswering}
 # classes (and the pooler feeding them), kept out of quantisation. Matched as suffixes.
 HEAD_MODULES = ["classifier", "score", "qa_outputs", "pooler.dense", "pre_classifier",
                 "classifier.dense", "classifier.out_proj"]
-PEFT_TASK_TYPES = {"AutoModelForSequenceClassification": "SEQ_CLS", "AutoModelForTokenClassification": "TOKEN_CLS",
-                   "AutoModelForQuestionAnswering": "QUESTION_ANS"}
 
 
 def quiet_transformers() -> None:
@@ -52,17 +50,14 @@ def pick_model(name_or_path: str | None, allow_pickle: bool = False) -> tuple[Mo
     """The model to fine-tune and a line saying which and why.
 
     Empty name: the newest finished `bertctl pretrain` run under ./runs, else the
-    embedded all-MiniLM-L6-v2 ("minilm")."""
-    if name_or_path:
-        source = resolve(name_or_path, allow_pickle)
+    embedded all-MiniLM-L6-v2 ("minilm"): see `models.recipe_model`."""
+    name, why = recipe_model(name_or_path)
+    source = resolve(name, allow_pickle)
+    if not why:
         return source, f"model: {source.label}"
-    latest = latest_run("pretrain")
-    if latest is not None:
-        source = resolve(str(latest), allow_pickle)
-        return source, f"model: {source.label} (the latest `bertctl pretrain` run; set model.name_or_path to choose)"
-    source = resolve("minilm", allow_pickle)
-    return source, ("model: minilm, the embedded all-MiniLM-L6-v2 (no `bertctl pretrain` run in ./runs; "
-                    "set model.name_or_path to choose)")
+    if name == "minilm":
+        return source, f"model: minilm, the embedded all-MiniLM-L6-v2 ({why})"
+    return source, f"model: {source.label} ({why})"
 
 
 # ---------------------------------------------------------------------------- build
@@ -187,7 +182,7 @@ def add_lora(model, recipe, task, new: list[str]):
 
         # no gradient checkpointing: small encoders on CPU gain nothing from it
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    config = LoraConfig(task_type=PEFT_TASK_TYPES.get(task.auto_class), r=recipe.lora.r, lora_alpha=recipe.lora.alpha,
+    config = LoraConfig(task_type=task.peft_task_type, r=recipe.lora.r, lora_alpha=recipe.lora.alpha,
                         lora_dropout=recipe.lora.dropout,
                         target_modules=targets[0] if targets == ["all-linear"] else targets,
                         modules_to_save=list(new) or None)  # a copy: peft appends its own names to it

@@ -12,6 +12,16 @@ from bertctl.finetune.cls import ClsTask
 
 class NliTask(ClsTask):
     kind = "nli"
+    aliases = ("pair",)
+    columns = {"text": ["premise", "sentence1", "text"], "text_pair": ["hypothesis", "sentence2", "text_pair"],
+               "label": ["label", "gold_label"]}
+    required = ("text", "text_pair", "label")
+    pair = "always"
+    inputs = ("text", "text_pair")
+
+    @classmethod
+    def world_rows(cls, world, n, settings, task):
+        return world.nli(n)
 
     def uses_pair(self, rows):
         return True

@@ -8,14 +8,44 @@ function_to_apply="none")` returns the raw score.
 
 from __future__ import annotations
 
+import math
+
 from bertctl import metrics
-from bertctl.finetune.base import Task, batched_outputs, model_inputs
+from bertctl.errors import BertctlError
+from bertctl.finetune.base import Task, batched_outputs, labelled_rows, model_inputs
 from bertctl.finetune.cls import encode_sequences
 
 
 class RegressionTask(Task):
     kind = "regression"
+    aliases = ("sts",)
+    columns = {"text": ["sentence1", "text", "premise"], "text_pair": ["sentence2", "text_pair", "hypothesis"],
+               "label": ["score", "label"]}
+    optional = ("text_pair",)
+    pair = "optional"
+    has_label_set = False
     main_metric = "pearson"
+
+    @classmethod
+    def world_rows(cls, world, n, settings, task):
+        return world.similarity(n)
+
+    @classmethod
+    def clean(cls, rows, source, notes, dropped):
+        """Numbers only, finite: a NaN target makes every loss NaN; an infinite one, every gradient."""
+        rows, label_type = labelled_rows(rows, source, notes)
+        if label_type != "number":
+            example = rows[0]["label"]
+            raise BertctlError(f"{source}: regression needs numeric labels, got text such as {example!r}",
+                               fix="map data.columns.label to a numeric column, or use a classification task")
+        bad = [(i, r["label"]) for i, r in enumerate(rows, 1) if not math.isfinite(float(r["label"]))]
+        if bad:
+            raise BertctlError(f"{source}: {len(bad)} label(s) are NaN or infinite (row {bad[0][0]}: {bad[0][1]!r})",
+                               fix="drop or fix those rows")
+        return [{**r, "label": float(r["label"])} for r in rows]
+
+    def output_records(self, rows, features, outputs):
+        return [{"value": round(float(o[0][0]), 5)} for o in outputs]
 
     def config_kwargs(self):
         return {"num_labels": 1, "problem_type": "regression", "id2label": {0: "score"}, "label2id": {"score": 0}}

@@ -35,7 +35,8 @@ from typing import Callable
 from bertctl.errors import BertctlError
 from bertctl.runs import Run, read_json
 from bertctl.finetune import data as data_mod
-from bertctl.finetune.base import get_task, length_grouped_batches, unk_rate
+from bertctl.finetune.base import length_grouped_batches, unk_rate
+from bertctl.finetune.kinds import get_task
 from bertctl.finetune.config import FinetuneRecipe
 
 RANDOM_DIR = "random-init"
@@ -208,7 +209,7 @@ def train_one(recipe: FinetuneRecipe, run: Run, resume: bool, say: Callable[[str
     if splits.test:
         test_predictions = _predict(model, task, tokenizer, splits.test, s.precision)
         write_predictions(run, task, "test", splits.test, test_predictions)
-        if data_mod._has_labels(splits.test):
+        if task.labelled(splits.test):
             test = task.score(splits.test, test_predictions)
     if recipe.merge and recipe.method != "full" and run.main:
         merged = methods.write_merged(model_dir, run.file("merged"), recipe, task, tokenizer)
@@ -421,7 +422,7 @@ class _Evaluator:
         if splits.test:
             test_predictions = _predict(self.model, task, self.tokenizer, splits.test, recipe.train.precision)
             write_predictions(run, task, "test", splits.test, test_predictions)
-            if data_mod._has_labels(splits.test):
+            if task.labelled(splits.test):
                 summary["test"] = task.score(splits.test, test_predictions)
         run.write_json("metrics.json", summary)
         return summary

@@ -38,9 +38,48 @@ def align_labels(word_ids: list[int | None], tag_ids: list[int] | None) -> tuple
 
 class TagTask(Task):
     kind = "tag"
+    aliases = ("pos", "ner")
+    columns = {"tokens": ["tokens", "words"], "tags": ["tags", "upos", "ner_tags", "pos_tags"]}
+    required = ("tokens", "tags")
+    gold = "tags"
+    pair = "never"
+    inputs = ("tokens",)
     auto_class = "AutoModelForTokenClassification"
-    pipeline_task = "token-classification"
-    needs_fast_tokenizer = True
+    peft_task_type = "TOKEN_CLS"
+    pipeline_tag = "token-classification"
+    per_token = True
+
+    @classmethod
+    def world_rows(cls, world, n, settings, task):
+        """World's tagged sentences: UPOS, or BIO spans over proper nouns (data.world.tags;
+        empty = bio for task ner, else upos)."""
+        rows = [{"tokens": [w for w, _ in s], "tags": [t for _, t in s]} for s in world.tagged_sentences(n)]
+        if (settings.tags or ("bio" if task == "ner" else "upos")) == "bio":
+            for row in rows:
+                row["tags"] = bio_from_upos(row["tags"])
+        return rows
+
+    @classmethod
+    def clean(cls, rows, source, notes, dropped):
+        """One tag per word; words and tags as strings; empty sentences dropped."""
+        for i, row in enumerate(rows, 1):
+            if len(row["tokens"]) != len(row["tags"]):
+                raise BertctlError(f"{source}: sentence {i} has {len(row['tokens'])} words but {len(row['tags'])} tags",
+                                   fix="give exactly one tag per word")
+        return [{"tokens": [str(t) for t in r["tokens"]], "tags": [str(t) for t in r["tags"]]} for r in rows if r["tokens"]]
+
+    @classmethod
+    def gold_labels(cls, row):
+        return row.get("tags", [])
+
+    @classmethod
+    def read_line(cls, line, pair, n, source):
+        return {"tokens": line.split()}  # words at whitespace
+
+    @classmethod
+    def input_row(cls, row):
+        tokens = row["tokens"]
+        return {**row, "tokens": tokens if isinstance(tokens, list) else str(tokens or "").split()}
 
     def fallback(self) -> str:
         return "O" if "O" in (self.labels or []) else self.labels[0]
@@ -87,6 +126,46 @@ class TagTask(Task):
         out["words_unseen"] = getattr(self, "_unseen", 0)
         return out
 
+    def output_records(self, rows, features, outputs):
+        fallback = self.fallback()  # words cut off by max_length
+        bio = any(l.startswith(("B-", "I-")) for l in self.labels)
+        out = []
+        for row, feature, o in zip(rows, features, outputs):
+            ids = o[0].argmax(-1).tolist()
+            tags = [self.labels[ids[p]] if p >= 0 else fallback for p in feature["first"]]
+            out.append({"tokens": row["tokens"], "tags": tags, **({"entities": entities(row["tokens"], tags)} if bio else {})})
+        return out
+
     def records(self, rows, predictions):
         return [{"index": i, "tokens": r["tokens"], **({"gold": r["tags"]} if "tags" in r else {}), "prediction": p}
                 for i, (r, p) in enumerate(zip(rows, predictions))]
+
+
+def bio_from_upos(upos: list[str]) -> list[str]:
+    """Entity-style BIO tags over runs of proper nouns (a stand-in for NER on World data)."""
+    out, inside = [], False
+    for tag in upos:
+        if tag == "PROPN":
+            out.append("I-NAME" if inside else "B-NAME")
+            inside = True
+        else:
+            out.append("O")
+            inside = False
+    return out
+
+
+def entities(tokens: list[str], tags: list[str]) -> list[dict]:
+    """BIO tags -> spans {"type", "start", "end" (word indices, end exclusive), "text"}.
+    An I- tag that does not continue a span of its type starts one (as seqeval does)."""
+    spans, current = [], None
+    for i, tag in enumerate(tags + ["O"]):
+        prefix, _, name = tag.partition("-")
+        continues = current is not None and prefix == "I" and name == current["type"]
+        if current is not None and not continues:
+            current["end"] = i
+            current["text"] = " ".join(tokens[current["start"]:i])
+            spans.append(current)
+            current = None
+        if prefix in ("B", "I") and name and not continues:
+            current = {"type": name, "start": i}
+    return spans

@@ -8,21 +8,12 @@ all runs the small MLM+NSP job on the generated World corpus.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import AfterValidator, Field, ValidationInfo, model_validator
+from pydantic import Field, model_validator
 
 from bertctl.config import TrainSettings
-from bertctl.recipe import OptionalPath, PathStr, Section, _resolve_path
-
-
-def _path_or_keyword(value: str, info: ValidationInfo) -> str:
-    """A path (resolved like PathStr) unless it is one of our keywords: a folder that
-    happens to be called `scratch` in the working directory must not hijack `scratch`."""
-    return value if value in ("scratch", "auto", "train") else _resolve_path(value, info)
-
-
-PathOrKeyword = Annotated[str, AfterValidator(_path_or_keyword)]
+from bertctl.recipe import ModelName, OptionalPath, PathStr, Section
 
 
 class WorldCorpus(Section):
@@ -48,7 +39,7 @@ class DataSection(Section):
 
 
 class TokenizerSection(Section):
-    source: PathOrKeyword = Field("auto", description="'train' (WordPiece on the corpus), a checkpoint/hub id/run folder "
+    source: ModelName = Field("auto", description="'train' (WordPiece on the corpus), a checkpoint/hub id/run folder "
                                             "whose tokenizer to reuse, or 'auto' (train from scratch, else reuse)")
     vocab_size: int = Field(3000, ge=100)
     lowercase: bool = True
@@ -57,7 +48,7 @@ class TokenizerSection(Section):
 
 
 class ModelSection(Section):
-    init: PathOrKeyword = Field("scratch", description="'scratch', or a checkpoint to continue: run folder, HF folder, hub id, 'minilm'")
+    init: ModelName = Field("scratch", description="'scratch', or a checkpoint to continue: run folder, HF folder, hub id, 'minilm'")
     layers: int = Field(2, gt=0)
     hidden: int = Field(128, gt=0)
     heads: int = Field(2, gt=0)

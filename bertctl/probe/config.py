@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from bertctl.recipe import OptionalPath, Section
+from bertctl.recipe import ModelName, OptionalPath, Section
 
 Subcommand = Literal["similarity", "layers", "checkpoints", "align"]
 
@@ -24,7 +24,7 @@ class ModelRef(Section):
     """Which encoder to probe. null = the newest finished `bertctl pretrain` run in runs/,
     else the embedded all-MiniLM-L6-v2 ("minilm")."""
 
-    name_or_path: OptionalPath = None
+    name_or_path: ModelName | None = None
     trust_remote_code: bool = False
     allow_pickle: bool = False
 

@@ -18,12 +18,9 @@ def check_subcommand(recipe, subcommand: str, path: Path) -> None:
 
 def model_name(recipe) -> str:
     """The recipe's model, else the newest finished pretrain run, else the embedded MiniLM."""
-    from bertctl.models import latest_run
+    from bertctl.models import recipe_model
 
-    if recipe.model.name_or_path:
-        return recipe.model.name_or_path
-    latest = latest_run("pretrain")
-    return str(latest) if latest else "minilm"
+    return recipe_model(recipe.model.name_or_path)[0]
 
 
 def start(recipe, subcommand: str, out) -> Run:

@@ -31,7 +31,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from bertctl.recipe import OptionalPath, PathStr, Precision, Section
+from bertctl.recipe import ModelName, OptionalPath, Precision, Section
 
 # The built-in tasks (data from bertctl.data.world.World); see bertctl.prompting.tasks.
 BUILTIN_TASKS = ("sentiment", "nli", "topic", "translate")
@@ -98,7 +98,7 @@ class PromptRecipe(Section):
     command: Literal["prompt"] = "prompt"
     task: str = Field("sentiment", min_length=1, description=f"built-in task ({', '.join(BUILTIN_TASKS)}) or the "
                                                              "name of a file task (data.eval + template)")
-    models: list[PathStr] = Field(["smollm2"], min_length=1, description="causal LMs: embedded name (smollm2), "
+    models: list[ModelName] = Field(["smollm2"], min_length=1, description="causal LMs: embedded name (smollm2), "
                                   "local folder, .gguf file, bertctl pretrain run folder, or hub id")
     shots: list[int] = Field([3], min_length=1, description="numbers of demonstrations K to sweep")
     mode: Literal["auto", "score", "generate"] = Field(
