@@ -246,6 +246,10 @@ class Task:
     def encode(self, tokenizer, rows: list[dict], train: bool) -> list[dict]:
         raise NotImplementedError
 
+    def uses_pair(self, rows: list[dict]) -> bool:
+        """Whether these rows are encoded as text pairs joined with [SEP]."""
+        return self.pair == "always" or bool(rows) and "text_pair" in rows[0]
+
     def collate(self, features: list[dict]) -> dict:
         return pad_features(features, self.pad_id)
 

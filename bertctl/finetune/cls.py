@@ -31,9 +31,6 @@ class ClsTask(Task):
     def world_rows(cls, world, n, settings, task):
         return world.sentiment(n)
 
-    def uses_pair(self, rows: list[dict]) -> bool:
-        return bool(rows) and "text_pair" in rows[0]
-
     def text_of(self, row: dict) -> dict:
         """The row as the tokenizer sees it (the DNA task rewrites the text here)."""
         return row

@@ -22,6 +22,3 @@ class NliTask(ClsTask):
     @classmethod
     def world_rows(cls, world, n, settings, task):
         return world.nli(n)
-
-    def uses_pair(self, rows):
-        return True

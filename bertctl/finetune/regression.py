@@ -51,7 +51,7 @@ class RegressionTask(Task):
         return {"num_labels": 1, "problem_type": "regression", "id2label": {0: "score"}, "label2id": {"score": 0}}
 
     def encode(self, tokenizer, rows, train):
-        enc = encode_sequences(tokenizer, rows, self.max_length, bool(rows) and "text_pair" in rows[0])
+        enc = encode_sequences(tokenizer, rows, self.max_length, self.uses_pair(rows))
         features = []
         for i, row in enumerate(rows):
             f = {"input_ids": enc["input_ids"][i]}
