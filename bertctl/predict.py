@@ -90,10 +90,6 @@ class Predictor:
         return cls(task, tokenizer, model, precision or recipe.train.precision,
                    batch_size or recipe.eval_batch_size, str(run_dir))
 
-    @property
-    def kind(self) -> str:
-        return self.task.kind
-
     # ------------------------------------------------------------------ one chunk
     def predict(self, rows: list[dict], first_index: int = 0) -> list[dict]:
         """One output record per row (role-keyed rows, see read_rows), in row order."""
