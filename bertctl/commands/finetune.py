@@ -31,14 +31,16 @@ COMPARE = typer.Option(False, "--compare-init",
 
 
 def default_recipe(task: str | None) -> str:
-    """finetune_<what the user typed> when built in (finetune_ner), else finetune_<kind>."""
+    """finetune_<what the user typed> when built in (finetune_ner), else finetune_<kind>,
+    else finetune_cls."""
     from bertctl.recipe import builtin_recipes
     from bertctl.finetune.kinds import canonical_task
 
     if task is None:
         return "finetune_cls"
-    name = f"finetune_{task.lower()}"
-    return name if name in builtin_recipes() else f"finetune_{canonical_task(task)}"
+    name, kind = f"finetune_{task.lower()}", f"finetune_{canonical_task(task)}"
+    # a kind without a recipe of its own starts from the generic one (task= sets the kind)
+    return next((n for n in (name, kind) if n in builtin_recipes()), "finetune_cls")
 
 
 def finetune(
