@@ -16,6 +16,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
+from bertctl.console import console
 from bertctl.errors import BertctlError
 from bertctl.runs import is_main_process
 
@@ -93,11 +94,9 @@ class Group(TyperGroup):
         except KeyboardInterrupt:  # Ctrl-C outside the training loop (which saves a checkpoint and says so)
             if _state["debug"]:
                 raise
-            from rich.console import Console
-
             if not is_main_process():  # under torchrun every rank gets here: one line, from rank 0
                 _quiet_exit(ctx, 130)
-            Console(stderr=True, highlight=False, soft_wrap=True).print(
+            console(stderr=True, soft_wrap=True).print(
                 "[bold red]error:[/] interrupted. Run the command again; a training run continues from its last "
                 "checkpoint with --resume (from the start if it had none)", markup=True)
             ctx.exit(130)
@@ -105,14 +104,12 @@ class Group(TyperGroup):
             error = e if isinstance(e, BertctlError) else (_disk_full(e) or _missing_package(e))
             if error is None or _state["debug"]:
                 raise
-            from rich.console import Console
             from rich.markup import escape
 
             if not is_main_process():  # under torchrun every rank raises the same error: print it once (rank 0)
                 _quiet_exit(ctx, error.exit_code)
             # escaped: the line quotes paths and values, and rich would eat "[...]" in them as markup
-            Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(error.line())}",
-                                                                        markup=True)
+            console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(error.line())}", markup=True)
             ctx.exit(error.exit_code)
 
 

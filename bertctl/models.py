@@ -36,10 +36,6 @@ class ModelSource:
     label: str  # what to print ("runs/pretrain-... (bertctl run)")
     gguf_file: str | None = None
 
-    @property
-    def is_local(self) -> bool:
-        return self.kind != "hub"
-
 
 def embedded_path(name: str) -> Path | None:
     if name.lower() not in EMBEDDED:

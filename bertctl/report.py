@@ -1,13 +1,23 @@
 """Rich tables for the terminal and matplotlib figures (PNG) for run folders.
 
-Every command ends by printing one results table and saving its figures next to the
-JSON, so what is on screen and what is on disk are the same numbers.
+Every command ends by printing its results table(s) and saving its figures next to the
+JSON, so what is on screen and what is on disk are the same numbers. The library builds
+`Table`s (what to show); the commands print them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
+
+
+class Table(NamedTuple):
+    """A results table to print: `print_table(*t)`."""
+
+    title: str
+    rows: Sequence[dict]
+    columns: Sequence[str] | None = None
+    caption: str | None = None
 
 
 def fmt(value) -> str:
@@ -29,9 +39,9 @@ def table(title: str, rows: Sequence[dict], columns: Iterable[str] | None = None
 
 
 def print_table(title: str, rows: Sequence[dict], columns: Iterable[str] | None = None, caption: str | None = None) -> None:
-    from rich.console import Console
+    from bertctl.console import console
 
-    Console(highlight=False).print(table(title, rows, columns, caption))
+    console().print(table(title, rows, columns, caption))
 
 
 def _plt():

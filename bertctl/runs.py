@@ -413,9 +413,9 @@ def _acquire_lock(run: Run) -> int:
     if stale:
         note = f"note: took over the lock of {_describe(stale)}, which is no longer running"
         run.log(note)
-        from rich.console import Console
+        from bertctl.console import say
 
-        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[dim]{note}[/]")
+        say(note, stderr=True, soft_wrap=True)
     return fd
 
 

@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import typer
 
+from bertctl.console import console
 from bertctl.errors import BertctlError
 
 ARGS = typer.Argument(None, help="[RECIPE] then key.sub=value overrides. RECIPE is a YAML path or a built-in name.",
@@ -35,12 +36,6 @@ def split_args(args: Optional[List[str]]) -> tuple[Optional[str], list[str]]:
 
 # a dotted recipe key (train.max_steps): a recipe name has no dot, a recipe file ends in .yaml
 _KEY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+(?<!\.yaml)(?<!\.yml)")
-
-
-def console():
-    from rich.console import Console
-
-    return Console(highlight=False)
 
 
 def wrote(run_path: Path) -> None:

@@ -7,7 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from bertctl.commands._common import ARGS, OUT, RESUME, console, split_args, wrote
+from bertctl.commands._common import ARGS, OUT, RESUME, split_args, wrote
+from bertctl.console import console, say
 
 # Keys that must not change when a suite is resumed: its finished tasks used them.
 FROZEN = ("model", "method", "lora", "quant", "train", "eval_batch_size", "max_train_rows", "max_eval_rows",
@@ -37,8 +38,7 @@ def eval_glue(
     run = Run.create(out, "eval-glue", resume=resume)
     run.write_text("recipe.yaml", "# bertctl eval-glue recipe.yaml (resolved)\n" + dump(recipe))  # dump holds `command:`
     con = console()
-    result = run_suite(recipe, run, resume=resume, say=lambda m: con.print(f"[dim]{m}[/]") if run.main else None,
-                       planned=planned)
+    result = run_suite(recipe, run, resume=resume, say=say if run.main else lambda m: None, planned=planned)
     if not run.main:  # under torchrun/accelerate only rank 0 prints
         return
     title = f"GLUE dev: {recipe.model.name_or_path} ({recipe.method})"

@@ -12,6 +12,7 @@ from typing import List, Optional
 import typer
 
 from bertctl.commands._common import ARGS, OUT, RESUME, split_args, wrote
+from bertctl.console import console
 from bertctl.errors import BertctlError
 
 TASK = typer.Option(None, "--task", "-t", show_default=False,
@@ -93,7 +94,6 @@ def finetune(
         show(run.path)
         wrote(run.path)
         if push_to_hub:
-            from bertctl.commands._common import console
             from bertctl.hub import push
 
             console().print(f"[bold green]Pushed[/] {run.path / 'model'} to {push(run.path, push_to_hub)}")
@@ -122,7 +122,6 @@ def _eval_only(run_dir: Path, recipe_name, overrides, out, task, resume, merge, 
 
 def show(run_path: Path) -> None:
     """The results table(s) of a finished run folder (what metrics.json holds)."""
-    from bertctl.commands._common import console
     from bertctl.report import print_table
     from bertctl.runs import read_json
     from bertctl.finetune.run import comparison_rows, results_rows
@@ -146,7 +145,6 @@ def show(run_path: Path) -> None:
 
 def show_files(run_path: Path, summary: dict) -> None:
     """One row per evaluated file: rows, [UNK] rate, the metrics."""
-    from bertctl.commands._common import console
     from bertctl.report import print_table
 
     rows = [{**r, "unk_rate": f"{r['unk_rate']:.1%}" if r.get("unk_rate") is not None else ""}

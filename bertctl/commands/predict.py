@@ -33,8 +33,7 @@ def predict(
     per word (+ entity spans for BIO tags), the answer with its character span and score, or the value.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see `bertctl pretrain`: before torch is imported
-    from rich.console import Console
-
+    from bertctl.console import console
     from bertctl.predict import Predictor, find_run, predict_stream, read_rows
     from bertctl.finetune.run import load_run_recipe
 
@@ -45,7 +44,7 @@ def predict(
     recipe = load_run_recipe(run_path, [])
     columns = {**{k: v for k, v in recipe.data.columns.model_dump().items() if v}, **columns}
     rows = read_rows(input, recipe.kind, columns, fmt)  # a missing file fails here, before the model loads
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err = console(stderr=True, soft_wrap=True)
     predictor = Predictor.load(run_dir, batch_size)
     t0 = time.perf_counter()
     target = out.with_name(f".{out.name}.tmp-{os.getpid()}") if out else None

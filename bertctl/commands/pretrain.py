@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from typing import List, Optional
 
-from bertctl.commands._common import ARGS, OUT, RESUME, console, split_args, wrote
+from bertctl.commands._common import ARGS, OUT, RESUME, split_args, wrote
+from bertctl.console import console
 
 
 def pretrain(args: Optional[List[str]] = ARGS, out: Optional[str] = OUT, resume: bool = RESUME) -> None:

@@ -13,6 +13,7 @@ from typing import List, Optional
 import typer
 
 from bertctl.commands._common import ARGS, OUT, split_args, wrote
+from bertctl.console import console, say
 
 app = typer.Typer(help="Probe what a model knows: word senses, layers, checkpoints, cross-lingual alignment.",
                   no_args_is_help=True)
@@ -37,12 +38,23 @@ def _recipe(subcommand: str, args: Optional[List[str]], model: Optional[str]):
     return recipe
 
 
+def _show(done: dict) -> None:
+    """A probe's tables, then its warnings, then where it wrote."""
+    from bertctl.report import print_table
+
+    for table in done["tables"]:
+        print_table(*table)
+    for warning in done.get("warnings", []):
+        console().print(f"[yellow]warning:[/] {warning}")
+    wrote(done["run"])
+
+
 @app.command("similarity")
 def similarity(args: Optional[List[str]] = ARGS, model: Optional[str] = MODEL, out: Optional[Path] = OUT) -> None:
     """Cosine similarity of one word's contextual vectors across sentences (senses)."""
     from bertctl.probe.similarity import main
 
-    wrote(main(_recipe("similarity", args, model), out))
+    _show(main(_recipe("similarity", args, model), out))
 
 
 @app.command("layers")
@@ -50,7 +62,7 @@ def layers(args: Optional[List[str]] = ARGS, model: Optional[str] = MODEL, out: 
     """Linear probe accuracy per layer, next to a majority and a random-init control."""
     from bertctl.probe.layers import main
 
-    wrote(main(_recipe("layers", args, model), out))
+    _show(main(_recipe("layers", args, model), out))
 
 
 @app.command("checkpoints")
@@ -58,7 +70,7 @@ def checkpoints(args: Optional[List[str]] = ARGS, model: Optional[str] = MODEL, 
     """Probes over the checkpoints of a `bertctl pretrain` run, against the training step."""
     from bertctl.probe.checkpoints import main
 
-    wrote(main(_recipe("checkpoints", args, model), out))
+    _show(main(_recipe("checkpoints", args, model), out, say=say))
 
 
 @app.command("align")
@@ -66,4 +78,4 @@ def align(args: Optional[List[str]] = ARGS, model: Optional[str] = MODEL, out: O
     """Translate words between two languages by nearest neighbour, with and without the mean shift."""
     from bertctl.probe.align import main
 
-    wrote(main(_recipe("align", args, model), out))
+    _show(main(_recipe("align", args, model), out))

@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 
 from bertctl.commands._common import ARGS, OUT, split_args, wrote
+from bertctl.console import console
 
 
 def prompt(
@@ -38,6 +39,7 @@ def prompt(
     from bertctl.prompting.config import PromptRecipe, parse_shots
     from bertctl.prompting.run import run_prompt
     from bertctl.recipe import load, validate
+    from bertctl.report import print_table
 
     recipe_arg, overrides = split_args(args)
     recipe, path = load(PromptRecipe, recipe_arg, overrides, default="prompt")
@@ -51,5 +53,7 @@ def prompt(
     if options:  # command-line options win over the recipe; model paths resolve against the cwd
         recipe = validate(PromptRecipe, {**recipe.model_dump(), **options}, f"{path.name} (with options)",
                           Path.cwd())
-    result = run_prompt(recipe, out=out, show_prompt=show_prompt)
+    result = run_prompt(recipe, out=out, show_prompt=show_prompt, console=console())
+    for table in result["tables"]:
+        print_table(*table)
     wrote(Path(result["run"]))

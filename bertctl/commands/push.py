@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from bertctl.console import console
+
 
 def push(
     run_dir: Path = typer.Argument(..., help="A finished finetune or pretrain run folder.", show_default=False),
@@ -14,7 +16,6 @@ def push(
     merged: bool = typer.Option(False, "--merged", help="LoRA/QLoRA runs: push merged/ instead of the adapter."),
 ) -> None:
     """Upload model/ (or merged/) with its README.md model card to the Hugging Face Hub."""
-    from bertctl.commands._common import console
     from bertctl.hub import push as push_run
 
     url = push_run(run_dir, repo, private, merged)

@@ -7,7 +7,7 @@ from typing import List
 
 import typer
 
-from bertctl.commands._common import console
+from bertctl.console import console
 
 app = typer.Typer(help="List, show, copy and validate recipes.", no_args_is_help=True)
 

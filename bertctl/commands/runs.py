@@ -14,10 +14,9 @@ COLUMNS = ["run", "command", "task", "model", "metric", "steps", "status", "age"
 
 def console():
     """Terminal width on a terminal; wide when piped (a log or file: wrapped cells only hurt)."""
-    from rich.console import Console
+    from bertctl import console as terminal
 
-    probe = Console()
-    return Console(highlight=False, width=None if probe.is_terminal else 200)
+    return terminal.console(width=None if terminal.console().is_terminal else 200)
 
 
 def print_table(title, rows, columns):

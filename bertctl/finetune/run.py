@@ -50,9 +50,9 @@ class _Say:
 
     def __call__(self, text: str) -> None:
         if not self.quiet and (self.run is None or self.run.main):
-            from rich.console import Console
+            from bertctl.console import console
 
-            Console(highlight=False, soft_wrap=True).print(text, markup=False)
+            console(soft_wrap=True).print(text, markup=False)
         if self.run is not None:
             self.run.log(text)
 

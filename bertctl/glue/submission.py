@@ -37,11 +37,6 @@ def write_tsv(path: Path, task: GlueTask, ids: list[str], predictions: list) -> 
     return path
 
 
-def read_tsv(path: Path) -> list[tuple[str, str]]:
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return [tuple(line.split("\t")) for line in lines[1:] if line]
-
-
 def zip_folder(folder: Path, zip_path: Path) -> Path:
     """submission.zip with the TSVs at its top level (the leaderboard reads no folders)."""
     tmp = zip_path.with_name(f".{zip_path.name}.tmp")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bertctl.console import console, say
 from bertctl.errors import BertctlError
 from bertctl.runs import read_json
 
@@ -238,19 +239,15 @@ def pretrain(recipe, run, resume: bool = False) -> dict:
     def log(message: str) -> None:
         run.log(message)
         if run.main:
-            from rich.console import Console
-
-            Console(highlight=False, stderr=True).print(f"[dim]{message}[/]")
+            say(message, stderr=True)
 
     state = process_state()
     _write_recipe(recipe, run, resume)
     if resume and run.finished():  # nothing to do, and nothing to rewrite (metrics.json keeps its timings)
         metrics = read_json(run.file("metrics.json"))
         if run.main:  # said, not logged: the finished run's files stay as they are
-            from rich.console import Console
-
-            Console(highlight=False, stderr=True).print(f"{run.path} already finished (step {metrics.get('step', '?')}): "
-                                                        "nothing to resume")
+            console(stderr=True).print(f"{run.path} already finished (step {metrics.get('step', '?')}): "
+                                       "nothing to resume")
         return metrics
     from bertctl.pretraining.corpus import input_files
 

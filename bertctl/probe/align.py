@@ -276,11 +276,12 @@ def lexicon_and_sentences(block) -> tuple[list[tuple[str, str]], list[str] | Non
     return lexicon, sa, sb, origin
 
 
-def main(recipe, out=None) -> Path:
-    """`bertctl probe align`: translation accuracy table + per-layer plot + JSON."""
+def main(recipe, out=None) -> dict:
+    """`bertctl probe align`: per-layer plot + JSON in a run folder. Returns the run folder,
+    the result (align.json) and the translation accuracy table for the command to print."""
     from bertctl.probe.start import model_name, start
     from bertctl.probe.features import load_encoder
-    from bertctl.report import line_plot, print_table
+    from bertctl.report import Table, line_plot
 
     block = recipe.align
     lexicon, sa, sb, origin = lexicon_and_sentences(block)
@@ -310,9 +311,9 @@ def main(recipe, out=None) -> Path:
         "top-5, mean shift": (xs, [r["b_to_a"]["shifted"]["top5"] for r in result["per_layer"]]),
     }, "layer (0 = embeddings)", "translation accuracy", f"{block.language_b} -> {block.language_a} by nearest neighbour",
         hlines={"chance (top-1)": result["chance_top1"]})
-    print_table(f"Translation {block.language_b} -> {block.language_a}: {enc.label}", summary_rows(result),
-                ["name", "top1", "top5", "top1 shifted", "top5 shifted"],
-                caption=f"{result['pairs_used']} word pairs ({origin}), {result['vectors']} vectors; "
-                        f"* = layer {result['layer']} (headline); shifted = + mean({block.language_a}) - mean({block.language_b})")
+    table = Table(f"Translation {block.language_b} -> {block.language_a}: {enc.label}", summary_rows(result),
+                  ["name", "top1", "top5", "top1 shifted", "top5 shifted"],
+                  caption=f"{result['pairs_used']} word pairs ({origin}), {result['vectors']} vectors; "
+                          f"* = layer {result['layer']} (headline); shifted = + mean({block.language_a}) - mean({block.language_b})")
     run.log(f"probe align on {enc.label}: {result['pairs_used']} pairs")
-    return run.path
+    return {"run": run.path, "result": result, "tables": [table]}

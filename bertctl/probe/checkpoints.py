@@ -147,8 +147,8 @@ def pick(values: list[float], layer, n_layers: int) -> tuple[int, float]:
     return li, float(values[li])
 
 
-def checkpoints(run_dir: Path, block, recipe, log=print) -> dict:
-    """All numbers of `probe checkpoints` as one JSON-able dict."""
+def checkpoints(run_dir: Path, block, recipe, log=lambda line: None) -> dict:
+    """All numbers of `probe checkpoints` as one JSON-able dict; `log` gets a line per checkpoint."""
     steps = every_nth(list_checkpoints(run_dir), block.every)
     tokenizer = run_tokenizer(run_dir)
     probes = Probes(block, recipe)
@@ -191,17 +191,17 @@ def table_rows(result: dict) -> list[dict]:
 # -------------------------------------------------------------------------- command
 
 
-def main(recipe, out=None) -> Path:
-    """`bertctl probe checkpoints`: curves per property vs step (PNG), all numbers (JSON), a table."""
-    from bertctl.commands._common import console
+def main(recipe, out=None, say=lambda line: None) -> dict:
+    """`bertctl probe checkpoints`: curves per property vs step (PNG), all numbers (JSON).
+    Returns the run folder, the result (checkpoints.json) and a table (a row per step) for
+    the command to print; `say` gets a progress line as each checkpoint is probed."""
     from bertctl.probe.start import model_name, start
-    from bertctl.report import line_plot, print_table
+    from bertctl.report import Table, line_plot
 
     block = recipe.checkpoints
     run_dir = run_folder(model_name(recipe))
     run = start(recipe, "checkpoints", out)
-    say = console()
-    result = checkpoints(run_dir, block, recipe, log=lambda m: say.print(f"[dim]probing {m}[/]"))
+    result = checkpoints(run_dir, block, recipe, log=lambda m: say(f"probing {m}"))
     run.write_json("checkpoints.json", result)
     series = {c["label"] + ("" if block.layer == "best" else f", layer {block.layer}"): (c["steps"], c["value"])
               for c in result["curves"].values()}
@@ -212,8 +212,8 @@ def main(recipe, out=None) -> Path:
               f"What {run_dir.name} learns, and when", hlines=hlines)
     rows = table_rows(result)
     run.write_json("metrics.json", rows[-1])
-    print_table(f"Probes over the checkpoints of {run_dir}", rows,
-                caption=("layer: best per checkpoint" if block.layer == "best" else f"layer {block.layer}")
-                + "; majority: " + ", ".join(f"{k} {v:.3f}" for k, v in result["baselines"].items()))
+    table = Table(f"Probes over the checkpoints of {run_dir}", rows,
+                  caption=("layer: best per checkpoint" if block.layer == "best" else f"layer {block.layer}")
+                  + "; majority: " + ", ".join(f"{k} {v:.3f}" for k, v in result["baselines"].items()))
     run.log(f"probe checkpoints on {run_dir}: {len(rows)} steps")
-    return run.path
+    return {"run": run.path, "result": result, "tables": [table]}

@@ -259,11 +259,12 @@ def layers(enc: Encoder, data: ProbeData, seed: int = 0, max_iter: int = 300, C:
 # -------------------------------------------------------------------------- command
 
 
-def main(recipe, out=None) -> Path:
-    """`bertctl probe layers`: per-layer accuracy table + line plot + JSON in a run folder."""
+def main(recipe, out=None) -> dict:
+    """`bertctl probe layers`: line plot + JSON in a run folder. Returns the run folder,
+    the result (layers.json) and the per-layer table for the command to print."""
     from bertctl.probe.start import model_name, start
     from bertctl.probe.features import load_encoder
-    from bertctl.report import line_plot, print_table
+    from bertctl.report import Table, line_plot
 
     block = recipe.layers
     data = load_data(block)
@@ -280,8 +281,8 @@ def main(recipe, out=None) -> Path:
         series["random-init encoder (control)"] = (xs, [r["random_init"] for r in result["per_layer"]])
     line_plot(run.file("layers.png"), series, "layer (0 = embeddings)", "probe accuracy (held out)",
               f"{data.level}-level probe per layer", hlines={f"majority ({result['majority_label']})": result["majority"]})
-    print_table(f"Linear probe per layer: {enc.label}", result["per_layer"], ["layer", "model", "random_init", "majority"],
-                caption=f"{result['data']}; " + (f"{result['n_train_units']} train / {result['n_test_units']} test words, "
-                                                  if data.level == "word" else "") + f"{result['n_labels']} labels")
+    table = Table(f"Linear probe per layer: {enc.label}", result["per_layer"], ["layer", "model", "random_init", "majority"],
+                  caption=f"{result['data']}; " + (f"{result['n_train_units']} train / {result['n_test_units']} test words, "
+                                                    if data.level == "word" else "") + f"{result['n_labels']} labels")
     run.log(f"probe layers on {enc.label}: best layer {result['best_layer']} ({result['best']:.4f})")
-    return run.path
+    return {"run": run.path, "result": result, "tables": [table]}

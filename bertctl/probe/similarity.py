@@ -230,11 +230,13 @@ def short_labels(rows: list[tuple[str, str | None]], width: int = 28) -> list[st
 # -------------------------------------------------------------------------- command
 
 
-def main(recipe, out=None) -> Path:
-    """`bertctl probe similarity`: JSON + heatmap in a run folder, tables on screen."""
+def main(recipe, out=None) -> dict:
+    """`bertctl probe similarity`: JSON + heatmap in a run folder. Returns the run folder,
+    the result (similarity.json), and for the command to print: the cosine matrix and the
+    sense summary tables, and the result's warning if it has one."""
     from bertctl.probe.start import model_name, renderable, start
     from bertctl.probe.features import load_encoder
-    from bertctl.report import heatmap, print_table
+    from bertctl.report import Table, heatmap
 
     block = recipe.similarity
     rows, word, origin, reference = sentences_from(block)
@@ -253,12 +255,12 @@ def main(recipe, out=None) -> Path:
     n = len(rows)
     matrix_rows = [{"#": str(i + 1), "sense": g or "", **{str(j + 1): f"{result['cosine'][i][j]:.2f}" for j in range(n)}}
                    for i, (_, g) in enumerate(rows)]
-    print_table(f"Cosine similarity of {word!r}, layer {result['layer']}: {enc.label}", matrix_rows,
-                caption="; ".join(f"{i + 1}: {t}" for i, (t, _) in enumerate(rows))[:2000])
+    tables = [Table(f"Cosine similarity of {word!r}, layer {result['layer']}: {enc.label}", matrix_rows,
+                    caption="; ".join(f"{i + 1}: {t}" for i, (t, _) in enumerate(rows))[:2000])]
     if "groups" in result:
-        print_table("Within-sense vs between-sense similarity", summary_rows(result), ["name", "within", "between", "gap"],
-                    caption="gap = within - between. Position-centred: each position's mean vector "
-                            f"({result['position_means_from']}) subtracted first. The static embedding cannot tell senses apart.")
+        tables.append(Table("Within-sense vs between-sense similarity", summary_rows(result), ["name", "within", "between", "gap"],
+                            caption="gap = within - between. Position-centred: each position's mean vector "
+                                    f"({result['position_means_from']}) subtracted first. The static embedding cannot tell senses apart."))
         g = result["groups"]
         run.write_json("metrics.json", {"vectors": result["vectors"], "within": g["contextual"]["within"],
                                         "between": g["contextual"]["between"], "gap": g["contextual"]["gap"],
@@ -267,9 +269,6 @@ def main(recipe, out=None) -> Path:
                                             "random_init_raw_gap": g["random_init"]["raw"]["gap"]} if "random_init" in g else {})})
     else:  # no sense groups: still every run folder's metrics.json
         run.write_json("metrics.json", {"vectors": result["vectors"], "layer": result["layer"], "sentences": n})
-    if "warning" in result:
-        from bertctl.commands._common import console
-
-        console().print(f"[yellow]warning:[/] {result['warning']}")
     run.log(f"probe similarity on {enc.label}: {len(rows)} sentences from {origin}")
-    return run.path
+    return {"run": run.path, "result": result, "tables": tables,
+            "warnings": [result["warning"]] if "warning" in result else []}

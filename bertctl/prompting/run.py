@@ -1,4 +1,4 @@
-"""`run_prompt`: sweep models x shots over a task, write the run folder, print the table.
+"""`run_prompt`: sweep models x shots over a task, write the run folder, return the table.
 
 Run folder:
     recipe.yaml            the resolved recipe
@@ -18,12 +18,6 @@ from bertctl.errors import BertctlError
 from bertctl.prompting.config import PromptRecipe
 from bertctl.prompting.prompts import content_free_prompts, option_texts, prompts_for
 from bertctl.prompting.tasks import Task, load_task, render
-
-
-def _console():
-    from rich.console import Console
-
-    return Console(highlight=False)
 
 
 def choose_mode(recipe: PromptRecipe, task: Task) -> str:
@@ -91,16 +85,18 @@ def _score_one(lm, task: Task, recipe: PromptRecipe, requests, calibration, opti
 
 
 def _generate_one(lm, task: Task, recipe: PromptRecipe, k: int, prompts: list[str], console) -> list[dict]:
-    """Generate a continuation for every eval row at K shots, streaming it to the terminal."""
+    """Generate a continuation for every eval row at K shots, streaming it to the terminal
+    (unless the console is quiet)."""
     from bertctl.prompting.lm import generate
 
+    settings = recipe.generation.model_copy(update={"stream": recipe.generation.stream and not console.quiet})
     words = {w.strip(): label for label, w in task.words.items()}
     out = []
     for i, (row, prompt) in enumerate(zip(task.eval_rows, prompts)):
-        if recipe.generation.stream:
+        if settings.stream:
             query = render(task.input, row).replace("\n", " ")
             console.print(f"[dim][{lm.name} {k}-shot #{i}][/] {query}", markup=True, end="", soft_wrap=True)
-        text = generate(lm, prompt, recipe.generation, seed=recipe.seed + i)
+        text = generate(lm, prompt, settings, seed=recipe.seed + i)
         gold = task.label_of(row) if task.labelled else None
         pred = words.get(text.strip(), text.strip())
         gold_text = task.words.get(gold, gold) if gold is not None else None
@@ -138,8 +134,9 @@ def _encode_all(lm, task: Task, recipe: PromptRecipe, prompts: dict, options: li
 
 
 def _write_results(run, task: Task, recipe: PromptRecipe, mode: str, results: list[dict], series: dict) -> dict:
-    """metrics.json, results.md, the plot and the terminal table (with the majority-class row)."""
-    from bertctl.report import line_plot, print_table
+    """metrics.json, results.md and the plot; returns metrics.json's dict with "tables": the
+    terminal table (with the majority-class row)."""
+    from bertctl.report import Table, line_plot
 
     report = {"task": task.name, "mode": mode, "source": task.source, "n_eval": len(task.eval_rows),
               "n_pool": len(task.pool_rows), "labels": task.words, "normalize": recipe.scoring.normalize,
@@ -164,19 +161,24 @@ def _write_results(run, task: Task, recipe: PromptRecipe, mode: str, results: li
                   hlines={"majority class": report["majority"]["accuracy"]})
     caption = (f"scores: {recipe.scoring.normalize} normalisation{', calibrated' if recipe.scoring.calibrate else ''}"
                f"; demos {recipe.demos}") if mode == "score" else "free generation (exact match when labelled)"
-    print_table(f"bertctl prompt: {task.name}", table_rows, columns, caption=caption)
-    return report
+    return {**report, "tables": [Table(f"bertctl prompt: {task.name}", table_rows, columns, caption=caption)]}
 
 
-def run_prompt(recipe: PromptRecipe, out=None, show_prompt: bool = False) -> dict:
-    """Prompt every model at every K on the task; returns what metrics.json holds."""
+def run_prompt(recipe: PromptRecipe, out=None, show_prompt: bool = False, console=None) -> dict:
+    """Prompt every model at every K on the task; returns what metrics.json holds, with "run"
+    (the folder) and "tables" (the results table, to print).
+
+    console: the rich Console (bertctl.console) that shows the work as it happens: the task,
+    --show-prompt, models loading, progress bars, streamed generations; None: nothing shown.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from bertctl.console import console as make_console
     from bertctl.prompting.lm import load_lm
     from bertctl.recipe import dump
     from bertctl.runs import Run
 
-    console = _console()
+    console = console or make_console(quiet=True)
     task = load_task(recipe)
     mode = choose_mode(recipe, task)
     fixed = recipe.demos == "fixed"
