@@ -104,24 +104,25 @@ def order_pairs(documents: list[list[str]], n: int, seed: int) -> list[tuple[str
     return out
 
 
+# World probe data sets: name -> (level, rows of n examples). Word level: (words, tags);
+# sentence level: (text, text_pair or None, label).
+WORLD_DATA = {
+    "world": ("word", lambda world, n, seed: [([w for w, _ in s], [t for _, t in s]) for s in world.tagged_sentences(n)]),
+    "world-topic": ("sentence", lambda world, n, seed: [(r["text"], None, str(r["label"])) for r in world.topic(n)]),
+    "world-sentiment": ("sentence", lambda world, n, seed: [(r["text"], None, str(r["label"])) for r in world.sentiment(n)]),
+    "world-order": ("sentence", lambda world, n, seed: order_pairs(world.documents(max(8, n)), n, seed)),
+}
+
+
 def world_data(kind: str, n_train: int, n_test: int, seed: int, language: str = "en",
                unseen_fraction: float = 0.0) -> ProbeData:
     from bertctl.data.world import World
 
-    world, n = World(seed=seed, language=language), n_train + n_test
-    if kind == "world":
-        rows = [([w for w, _ in s], [t for _, t in s]) for s in world.tagged_sentences(n)]
-        level = "word"
-    elif kind in ("world-topic", "world-sentiment"):
-        rows = [(r["text"], None, str(r["label"])) for r in (world.topic(n) if kind == "world-topic" else world.sentiment(n))]
-        level = "sentence"
-    elif kind == "world-order":
-        docs = world.documents(max(8, n))
-        rows = [(a, b, y) for a, b, y in order_pairs(docs, n, seed)]
-        level = "sentence"
-    else:
+    if kind not in WORLD_DATA:
         raise BertctlError(f"unknown data {kind!r}",
-                           fix="use world, world-topic, world-sentiment, world-order or a file path")
+                           fix=f"use {', '.join(WORLD_DATA)} or a file path")
+    level, make = WORLD_DATA[kind]
+    rows = make(World(seed=seed, language=language), n_train + n_test, seed)
     train, test = split(rows, n_train, n_test, seed)
     unseen = unseen_types(train + test, unseen_fraction, seed) if level == "word" and unseen_fraction else None
     return ProbeData(level, f"World(seed={seed}, language={language!r}) {kind}", train, test, unseen)
