@@ -17,8 +17,8 @@ import typer
 from typer.core import TyperGroup
 
 from bertctl.console import console
+from bertctl.distributed import is_main_process, world_size
 from bertctl.errors import BertctlError
-from bertctl.runs import is_main_process
 
 _state = {"debug": os.environ.get("BERTCTL_DEBUG", "") not in ("", "0")}
 
@@ -27,7 +27,7 @@ def _quiet_exit(ctx: click.Context, code: int) -> None:
     """Exit without a word on ranks other than 0 (rank 0 prints the same error), after a
     pause: torchrun stops every process as soon as one has failed, and a rank that failed
     a moment before rank 0 would otherwise get rank 0 killed before it printed anything."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if world_size() > 1:
         import time
 
         time.sleep(2.0)

@@ -11,6 +11,8 @@ import os
 import platform
 import shlex
 
+from bertctl.distributed import world_size
+
 _ARGV: list[str] | None = None
 
 
@@ -27,7 +29,7 @@ def hardware() -> str:
     """E.g. '1 x NVIDIA H100 80GB HBM3' or 'CPU: 16 cores (x86_64)', plus the process count."""
     import torch
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = world_size()
     if torch.cuda.is_available():
         what = f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
     else:

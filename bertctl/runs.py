@@ -31,6 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bertctl.distributed import is_main_process, process_state, world_size
 from bertctl.errors import BertctlError
 
 CHECKPOINTS = "checkpoints"
@@ -76,11 +77,6 @@ def _json_default(o: Any) -> Any:
 
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
-def is_main_process() -> bool:
-    """Rank 0 (or a single process): the only one that writes files and prints."""
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 class Run:
@@ -482,11 +478,9 @@ def default_folder(command: str) -> Path:
     """runs/<command>-<time>. Under torchrun/accelerate rank 0 picks the name and sends it
     to the other ranks: each computing its own would give different times (and folders)
     as soon as the processes start a second apart."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if world_size() <= 1:
         return _new_folder_name(command)
     from accelerate.utils import broadcast_object_list
-
-    from bertctl.train import process_state
 
     process_state()  # starts the process group if nothing did yet
     name = [str(_new_folder_name(command)) if is_main_process() else None]

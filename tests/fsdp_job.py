@@ -1,4 +1,4 @@
-"""The checkpoint helpers of bertctl.train on sharded models; run by test_fsdp.py under
+"""The checkpoint helpers of bertctl.checkpoints on sharded models; run by test_fsdp.py under
 `torchrun --nproc_per_node 2` (gloo, CPU).
 
 accelerate enables FSDP only on GPUs, so this applies torch's FSDP2 (`fully_shard`, per
@@ -28,13 +28,15 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
+from bertctl.checkpoints import (FSDP, PLAIN, _full_optimizer_state, full_state_dict, load_checkpoint,  # noqa: E402
+                                 save_checkpoint, sharding, trainable_state)
 from bertctl.config import TrainSettings  # noqa: E402
+from bertctl.distributed import process_state  # noqa: E402
 from bertctl.pretraining.model import Pretrainer  # noqa: E402
 from bertctl.pretraining.run import _save_final  # noqa: E402
 from bertctl.runs import Run  # noqa: E402
 from bertctl.finetune.methods import save_model  # noqa: E402
-from bertctl.train import (FSDP, PLAIN, _full_optimizer_state, full_state_dict, load_checkpoint,  # noqa: E402
-                           lr_lambda, make_optimizer, process_state, save_checkpoint, sharding, trainable_state)
+from bertctl.train import lr_lambda, make_optimizer  # noqa: E402
 
 OUT = Path(sys.argv[1])
 STATE = process_state()  # the gloo process group (as bertctl makes it under torchrun on CPU)

@@ -61,8 +61,8 @@ def test_deepspeed_checkpoints_keep_weights_and_refuse_resume(tmp_path):
     from bertctl.config import TrainSettings
     from bertctl.errors import BertctlError
     from bertctl.runs import Run
-    from bertctl.train import (DEEPSPEED, PLAIN, load_checkpoint, lr_lambda, make_optimizer, save_checkpoint,
-                               sharding, trainable_state)
+    from bertctl.checkpoints import DEEPSPEED, PLAIN, load_checkpoint, save_checkpoint, sharding, trainable_state
+    from bertctl.train import lr_lambda, make_optimizer
     from tests import _tiny
 
     model = _tiny.model()

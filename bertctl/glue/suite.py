@@ -13,35 +13,29 @@ Layout of a suite folder:
 Resume (why it is safe): each (task, seed) is its own run folder. One with glue.json is
 finished and only read back; one with checkpoints continues inside `finetune` from its
 last checkpoint; one with neither never got past its first step and starts over.
+
+Under torchrun/accelerate every rank runs the suite (the fine-tuning needs them all), but
+only rank 0 writes files: the others wait (`wait_for_everyone`) until what they read is written.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from bertctl.distributed import is_main_process, wait_for_everyone
 from bertctl.errors import BertctlError
 from bertctl.glue import score, submission
 from bertctl.glue.config import SANE_MAX_EPOCHS, GlueRecipe
 from bertctl.glue.data import HOW_TO_PROVIDE, TaskData, load_task, locate
 from bertctl.glue.tasks import TASKS, GlueTask, task_names
-from bertctl.runs import Run, is_main_process, read_json, write_json
+from bertctl.runs import Run, read_json, write_json
 
 DONE = "glue.json"
-
-
-def _sync() -> None:
-    """Under torchrun/accelerate every rank runs the suite (the fine-tuning needs them all),
-    but only rank 0 writes files: the others wait here until what they read is written."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from bertctl.train import process_state
-
-        process_state().wait_for_everyone()
 
 
 @dataclass
@@ -150,7 +144,7 @@ def finetune_task(task: GlueTask, data: TaskData, files: dict[str, Path], recipe
         dev = read_json(folder / "metrics.json")["dev"]  # trained earlier; only the extra steps were missing
     else:
         dev = finetune(ft, Run.create(folder, "finetune", resume=resume), resume=resume)
-    _sync()  # rank 0 has written the predictions read below
+    wait_for_everyone()  # rank 0 has written the predictions read below
     by_split = {evals[0]: dev}
     predictions = {}
     if tests:
@@ -167,7 +161,7 @@ def finetune_task(task: GlueTask, data: TaskData, files: dict[str, Path], recipe
                 overrides.append(f"data.test={combined}")
             shutil.rmtree(out, ignore_errors=True)  # a half-written evaluation from an interrupted suite
             evaluate_run(folder, overrides, out=out, name="dev")
-        _sync()
+        wait_for_everyone()
         by_split[name] = read_json(out / "metrics.json")["dev"]
         if k == 0 and extra_tests:
             preds = _read_predictions(out / "predictions_test.jsonl", len(rows))
@@ -208,7 +202,7 @@ def _prepare_seed_folder(folder: Path, resume: bool) -> bool | None:
             state = True
         elif is_main_process():
             shutil.rmtree(folder)  # never reached a checkpoint: nothing worth keeping
-    _sync()  # every rank decided on the same folder before rank 0 writes into it
+    wait_for_everyone()  # every rank decided on the same folder before rank 0 writes into it
     return state
 
 
@@ -273,7 +267,7 @@ def run_suite(recipe: GlueRecipe, run: Run, resume: bool = False, say: Callable[
                     write_json(folder / DONE, result)
                     if not recipe.keep_checkpoints:  # finished: model/ is what counts (MiniLM: ~270 MB per checkpoint)
                         shutil.rmtree(folder / "checkpoints", ignore_errors=True)
-                _sync()
+                wait_for_everyone()
                 run.log(f"{name} seed {seed}: {result['points']} in {result['seconds']} s")
             runs[name].append(result)
         best[name] = max(runs[name], key=lambda r: score.task_score(r["points"], task))

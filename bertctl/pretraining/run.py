@@ -231,10 +231,11 @@ def _save_final(model, tokenizer, run, gathered: dict | None = None) -> Path:
 
 def pretrain(recipe, run, resume: bool = False) -> dict:
     """Run the recipe into `run` (a runs.Run). Returns the final metrics (also in metrics.json)."""
+    from bertctl.distributed import process_state
     from bertctl.pretraining.corpus import prepare_sequences
     from bertctl.pretraining.masking import spec_from_tokenizer
     from bertctl.pretraining.model import Pretrainer, build_model, head_kind
-    from bertctl.train import Job, fit, process_state
+    from bertctl.train import Job, fit
 
     def log(message: str) -> None:
         run.log(message)
