@@ -5,7 +5,7 @@ the task and its dev metrics), then the results, the resolved recipe, the exact 
 training time, hardware and versions. The front matter is made with huggingface_hub's own
 ModelCardData, so the Hub (and `ModelCard.load`) reads it as written.
 
-    finetune_card(run, recipe, summary)   after `bertctl finetune` wrote metrics.json
+    finetune_card(run, recipe, summary, task)   after `bertctl finetune` wrote metrics.json
     pretrain_card(run, recipe, metrics)   after `bertctl pretrain` wrote metrics.json
 """
 
@@ -86,16 +86,14 @@ def _write(folder: Path, text: str) -> Path | None:
     return folder / "README.md"
 
 
-def finetune_card(run: Run, recipe, summary: dict) -> list[Path]:
-    """README.md in model/ (and merged/) of a finished finetune run; returns the files written."""
+def finetune_card(run: Run, recipe, summary: dict, task) -> list[Path]:
+    """README.md in model/ (and merged/) of a finished finetune run; returns the files written.
+    `task`: the run's Task (its pipeline tag and auto class name the usage)."""
     from bertctl.provenance import command_line
 
     if not run.main:
         return []
-    from bertctl.finetune.kinds import get_task
-
     kind, method = summary["kind"], summary["method"]
-    task = get_task(kind)
     pipeline_tag = task.pipeline_tag
     base = hub_id(recipe.model.name_or_path or summary["model"])
     hub_dataset, dataset_type = dataset_of(recipe)

@@ -233,7 +233,7 @@ def train_one(recipe: FinetuneRecipe, run: Run, resume: bool, say: Callable[[str
     run.write_json("metrics.json", summary)
     from bertctl.modelcard import finetune_card
 
-    finetune_card(run, recipe, summary)  # model/README.md (and merged/)
+    finetune_card(run, recipe, summary, task)  # model/README.md (and merged/)
     if run.main and epochs:
         curves_png(run.file("curve.png"), {recipe.model.init: epochs}, task.main_metric,
                    f"{recipe.task}: {recipe.model.init} init, {recipe.method}")
