@@ -16,11 +16,20 @@ def _text(value) -> str:
     return "" if value is None else str(value)
 
 
-def encode_sequences(tokenizer, rows: list[dict], max_length: int, pair: bool) -> dict:
-    """Tokenize one text (or a text pair joined with [SEP]) per row, unpadded."""
+def sequence_features(tokenizer, rows: list[dict], max_length: int, pair: bool, label) -> list[dict]:
+    """One feature per row: its text (or text pair joined with [SEP]) tokenized, unpadded,
+    and `label(row)` as the target (None for unlabelled rows)."""
     texts = [_text(r["text"]) for r in rows]
     pairs = [_text(r.get("text_pair")) for r in rows] if pair else None
-    return tokenizer(texts, pairs, truncation=True, max_length=max_length)
+    enc = tokenizer(texts, pairs, truncation=True, max_length=max_length)
+    features = []
+    for i, row in enumerate(rows):
+        f = {"input_ids": enc["input_ids"][i]}
+        if "token_type_ids" in enc:
+            f["token_type_ids"] = enc["token_type_ids"][i]
+        f["labels"] = label(row) if "label" in row else None
+        features.append(f)
+    return features
 
 
 class ClsTask(Task):
@@ -37,15 +46,7 @@ class ClsTask(Task):
 
     def encode(self, tokenizer, rows, train):
         rows = [self.text_of(r) for r in rows]
-        enc = encode_sequences(tokenizer, rows, self.max_length, self.uses_pair(rows))
-        features = []
-        for i, row in enumerate(rows):
-            f = {"input_ids": enc["input_ids"][i]}
-            if "token_type_ids" in enc:
-                f["token_type_ids"] = enc["token_type_ids"][i]
-            f["labels"] = self.label2id[row["label"]] if "label" in row else None
-            features.append(f)
-        return features
+        return sequence_features(tokenizer, rows, self.max_length, self.uses_pair(rows), lambda r: self.label2id[r["label"]])
 
     def units(self, batch):
         return {"cls": len(batch["labels"])}

@@ -13,7 +13,7 @@ import math
 from bertctl import metrics
 from bertctl.errors import BertctlError
 from bertctl.finetune.base import Task, batched_outputs, labelled_rows, model_inputs
-from bertctl.finetune.cls import encode_sequences
+from bertctl.finetune.cls import sequence_features
 
 
 class RegressionTask(Task):
@@ -51,15 +51,7 @@ class RegressionTask(Task):
         return {"num_labels": 1, "problem_type": "regression", "id2label": {0: "score"}, "label2id": {"score": 0}}
 
     def encode(self, tokenizer, rows, train):
-        enc = encode_sequences(tokenizer, rows, self.max_length, self.uses_pair(rows))
-        features = []
-        for i, row in enumerate(rows):
-            f = {"input_ids": enc["input_ids"][i]}
-            if "token_type_ids" in enc:
-                f["token_type_ids"] = enc["token_type_ids"][i]
-            f["labels"] = float(row["label"]) if "label" in row else None
-            features.append(f)
-        return features
+        return sequence_features(tokenizer, rows, self.max_length, self.uses_pair(rows), lambda r: float(r["label"]))
 
     def units(self, batch):
         return {"mse": len(batch["labels"])}
