@@ -26,7 +26,6 @@ from typing import Callable
 
 import pytest
 
-from .test_finetune import tiny  # noqa: F401  (session fixture)
 
 TINY_PRETRAIN = ["data.world.n_docs=200", "model.hidden=32", "model.heads=2", "model.intermediate=64",
                  "model.layers=1", "model.max_length=32", "tokenizer.vocab_size=200", "train.batch_size=8",
@@ -1205,16 +1204,6 @@ def fixtures(tiny, tmp_path_factory):
     result = CliRunner().invoke(app, [*_ft_argv(root, fx), "--out", str(fx["finetune_run"])])
     assert result.exit_code == 0, result.output
     return fx
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

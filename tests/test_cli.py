@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 from bertctl.recipe import builtin_recipes
 
@@ -27,11 +26,17 @@ def test_help_imports_no_heavy_library():
         assert not (mods & set(HEAVY)), f"bertctl {' '.join(argv)} imported {sorted(mods & set(HEAVY))}"
 
 
-def test_help_is_fast():
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "bertctl", "--help"], capture_output=True, check=True)
-    # generous bound for a loaded CI box; the target (0.3 s) is met with margin, see README
-    assert time.perf_counter() - t0 < 2.0
+def test_help_loads_only_the_shell():
+    """`bertctl --help` is fast because it loads the command shell only: no library module
+    of a command, no recipe schema (pydantic), no plotting. Its time is measured in
+    benchmarks/startup.py, not here (a wall-clock bound in a unit test flakes on a busy box)."""
+    code = "import sys; from bertctl.cli import app\ntry:\n    app(['--help'])\nexcept SystemExit:\n    pass"
+    out = subprocess.run([sys.executable, "-c", code + "\nprint(' '.join(sys.modules))"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    ours = {m for m in out if m.startswith("bertctl.")}
+    shell = {"bertctl.cli", "bertctl.console", "bertctl.errors", "bertctl.distributed", "bertctl.provenance"}
+    assert ours - shell <= {m for m in ours if m.startswith("bertctl.commands")}, sorted(ours - shell)
+    assert not {m.split(".")[0] for m in out} & {"pydantic", "matplotlib", "numpy", "yaml", *HEAVY}
 
 
 def test_error_is_one_line_exit_2(cli, tmp_path):

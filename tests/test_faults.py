@@ -38,7 +38,6 @@ from pathlib import Path
 
 import pytest
 
-from .test_finetune import tiny  # noqa: F401  (fixture: a 2-layer, 32-wide BERT with MiniLM's tokenizer)
 
 ROOT = Path(__file__).resolve().parents[1]
 TRIALS = int(os.environ.get("BERTCTL_FAULT_TRIALS", "2"))

@@ -2,7 +2,7 @@
 
 Unit tests here are fast (no training). End-to-end runs are in test_finetune_e2e.py,
 LoRA/QLoRA in test_finetune_methods.py, real data in test_finetune_realdata.py. The
-helpers `tiny_encoder` and `recipe` below are shared with those files.
+`tiny` model is a conftest fixture; the `recipe` helper is in tests/_finetune.py.
 """
 
 from __future__ import annotations
@@ -14,65 +14,9 @@ import pytest
 
 from bertctl.errors import BertctlError
 
+from ._finetune import recipe
+
 # ----------------------------------------------------------------------------- helpers
-
-_TINY: dict = {}
-
-
-def tiny_encoder(root: Path) -> Path:
-    """A 2-layer, 32-wide BERT with the real MiniLM WordPiece tokenizer (so words split
-    into sub-tokens as they do in practice), saved like any local HF checkpoint."""
-    if "path" in _TINY:
-        return _TINY["path"]
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from bertctl.models import embedded_path
-
-    tok = AutoTokenizer.from_pretrained(str(embedded_path("minilm")))
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=256)
-    torch.manual_seed(1234)  # not a run's default seed: a random-init run must not recreate these weights
-    path = root / "tiny-bert"
-    BertModel(cfg).save_pretrained(str(path))
-    tok.save_pretrained(str(path))
-    _TINY["path"] = path
-    return path
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory) -> Path:
-    return tiny_encoder(tmp_path_factory.mktemp("models"))
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny models gain nothing from 2 threads, and on a shared machine 2 threads can be
-    several times slower (spin-waiting); restore the setting afterwards."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def recipe(model_path: Path | str, task: str = "cls", **extra):
-    """A small FinetuneRecipe on World data: fp32 (bf16 is slower for tiny matmuls)."""
-    from bertctl.finetune.config import FinetuneRecipe
-
-    base = {"task": task, "model": {"name_or_path": str(model_path), "max_length": 64},
-            "data": {"world": {"train": 96, "dev": 32}},
-            "train": {"epochs": 1, "batch_size": 16, "lr": 1e-3, "precision": "fp32", "log_every": 1,
-                      "keep_checkpoints": 1, "warmup": 0.0}}
-    return FinetuneRecipe.model_validate(_merge(base, extra))
 
 
 def data_settings(**kw):

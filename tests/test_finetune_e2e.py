@@ -10,7 +10,7 @@ import pytest
 from bertctl.errors import BertctlError
 from bertctl.runs import Run
 
-from .test_finetune import one_thread, recipe, tiny  # noqa: F401  (fixtures)
+from ._finetune import recipe
 
 pytestmark = pytest.mark.slow
 
@@ -22,18 +22,11 @@ def _lines(path):
 @pytest.fixture(scope="module")
 def cls_run(tmp_path_factory, tiny):
     """One trained sentiment run shared by the tests that only read it."""
-    import torch
-
     from bertctl.finetune.run import finetune
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        path = tmp_path_factory.mktemp("cls") / "run"
-        r = recipe(tiny, "sentiment", data={"world": {"train": 96, "dev": 40, "test": 8}}, train={"epochs": 2})
-        dev = finetune(r, Run.create(path, "finetune"), quiet=True)
-    finally:
-        torch.set_num_threads(before)
+    path = tmp_path_factory.mktemp("cls") / "run"
+    r = recipe(tiny, "sentiment", data={"world": {"train": 96, "dev": 40, "test": 8}}, train={"epochs": 2})
+    dev = finetune(r, Run.create(path, "finetune"), quiet=True)
     return path, dev
 
 
@@ -67,7 +60,7 @@ def test_saved_model_loads_in_a_transformers_pipeline(cls_run):
     assert [o["label"] for o in clf([p["text"] for p in preds])] == [p["prediction"] for p in preds]
 
 
-def test_eval_only_on_the_other_world_language(cls_run, one_thread):
+def test_eval_only_on_the_other_world_language(cls_run):
     from bertctl.finetune.run import evaluate_run
 
     path, dev = cls_run
@@ -92,7 +85,7 @@ def test_eval_only_on_a_file_with_an_unknown_label(cls_run, tmp_path):
     assert set(evaluate_run(path, [f"data.dev={good}"], out=tmp_path / "g", quiet=True)) == {"accuracy", "f1_binary", "mcc"}
 
 
-def test_tagging_learns_and_loads_in_a_token_classification_pipeline(tmp_path, tiny, one_thread):
+def test_tagging_learns_and_loads_in_a_token_classification_pipeline(tmp_path, tiny):
     from transformers import pipeline
 
     from bertctl.finetune.run import finetune
@@ -107,7 +100,7 @@ def test_tagging_learns_and_loads_in_a_token_classification_pipeline(tmp_path, t
 
 @pytest.mark.parametrize("task,metric", [("nli", "accuracy"), ("regression", "pearson"), ("qa", "f1"),
                                          ("dna", "accuracy"), ("ner", "f1")])
-def test_each_task_kind_runs_end_to_end(tmp_path, tiny, one_thread, task, metric):
+def test_each_task_kind_runs_end_to_end(tmp_path, tiny, task, metric):
     from bertctl.finetune.run import finetune
 
     extra = {"qa": {"doc_stride": 16}} if task == "qa" else {}
@@ -119,7 +112,7 @@ def test_each_task_kind_runs_end_to_end(tmp_path, tiny, one_thread, task, metric
     assert len(_lines(tmp_path / task / "predictions_dev.jsonl")) == 32
 
 
-def test_regression_model_gives_raw_scores_in_a_pipeline(tmp_path, tiny, one_thread):
+def test_regression_model_gives_raw_scores_in_a_pipeline(tmp_path, tiny):
     from transformers import pipeline
 
     from bertctl.finetune.run import finetune
@@ -132,7 +125,7 @@ def test_regression_model_gives_raw_scores_in_a_pipeline(tmp_path, tiny, one_thr
     assert score["score"] == pytest.approx(first["prediction"], abs=0.05)
 
 
-def test_qa_model_reloads_with_auto_class_and_gives_the_same_answers(tmp_path, tiny, one_thread):
+def test_qa_model_reloads_with_auto_class_and_gives_the_same_answers(tmp_path, tiny):
     """transformers 5 has no question-answering pipeline (removed upstream), so the saved
     folder is checked with AutoModelForQuestionAnswering and bertctl's own decoding."""
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
@@ -154,7 +147,7 @@ def test_qa_model_reloads_with_auto_class_and_gives_the_same_answers(tmp_path, t
     assert [a["text"] for a in answers] == [p["prediction"] for p in _lines(tmp_path / "qa" / "predictions_dev.jsonl")]
 
 
-def test_compare_init_writes_both_runs_the_plot_and_the_table(tmp_path, tiny, one_thread):
+def test_compare_init_writes_both_runs_the_plot_and_the_table(tmp_path, tiny):
     from bertctl.finetune.run import comparison_rows, finetune
 
     r = recipe(tiny, "dna", compare_init=True, train={"epochs": 2})
@@ -169,7 +162,7 @@ def test_compare_init_writes_both_runs_the_plot_and_the_table(tmp_path, tiny, on
     assert rows[0]["difference"] == pytest.approx(rows[0]["pretrained"] - rows[0]["random init"])
 
 
-def test_random_init_really_discards_the_pretrained_weights(tmp_path, tiny, one_thread):
+def test_random_init_really_discards_the_pretrained_weights(tmp_path, tiny):
     import torch
     from safetensors.torch import load_file
 
@@ -183,7 +176,7 @@ def test_random_init_really_discards_the_pretrained_weights(tmp_path, tiny, one_
     assert not torch.allclose(before[key], after["bert." + key if "bert." + key in after else key])
 
 
-def test_resume_continues_an_interrupted_run(tmp_path, tiny, one_thread, monkeypatch):
+def test_resume_continues_an_interrupted_run(tmp_path, tiny, monkeypatch):
     from bertctl.finetune import cls as cls_module
     from bertctl.finetune.run import finetune
 
@@ -207,7 +200,7 @@ def test_resume_continues_an_interrupted_run(tmp_path, tiny, one_thread, monkeyp
     assert resumed == pytest.approx(ref)
 
 
-def test_cli_bare_task_runs_offline_and_says_which_model(cli, tmp_path, tiny, one_thread, monkeypatch):
+def test_cli_bare_task_runs_offline_and_says_which_model(cli, tmp_path, tiny, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, out, err = cli("finetune", "--task", "nli", "--out", tmp_path / "cli", f"model.name_or_path={tiny}",
                          "data.world.train=48", "data.world.dev=16", "train.epochs=1", "train.precision=fp32")

@@ -10,7 +10,7 @@ import pytest
 from bertctl.errors import BertctlError
 from bertctl.runs import Run
 
-from .test_finetune import one_thread, recipe, tiny  # noqa: F401  (fixtures)
+from ._finetune import recipe
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +19,7 @@ def _lines(path):
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def test_lora_saves_a_peft_adapter_with_the_head_and_merges(tmp_path, tiny, one_thread):
+def test_lora_saves_a_peft_adapter_with_the_head_and_merges(tmp_path, tiny):
     from safetensors.torch import load_file
     from transformers import pipeline
 
@@ -44,7 +44,7 @@ def test_lora_saves_a_peft_adapter_with_the_head_and_merges(tmp_path, tiny, one_
     assert [g["label"] for g in got] == [p["prediction"] for p in preds]
 
 
-def test_lora_run_reloads_for_eval_only(tmp_path, tiny, one_thread):
+def test_lora_run_reloads_for_eval_only(tmp_path, tiny):
     from bertctl.finetune.run import evaluate_run, finetune
 
     r = recipe(tiny, "pos", method="lora", train={"lr": 5e-3})
@@ -53,7 +53,7 @@ def test_lora_run_reloads_for_eval_only(tmp_path, tiny, one_thread):
     assert again["accuracy"] == pytest.approx(dev["accuracy"])
 
 
-def test_impossible_lora_target_lists_the_available_modules(tmp_path, tiny, one_thread):
+def test_impossible_lora_target_lists_the_available_modules(tmp_path, tiny):
     from bertctl.finetune.run import finetune
 
     r = recipe(tiny, "cls", method="lora", lora={"target_modules": ["q_proj", "value"]})
@@ -80,7 +80,7 @@ def _has_avx512_bf16() -> bool:
 
 
 @pytest.mark.parametrize("bits", [4, 8])
-def test_qlora_trains_through_evaluation_between_epochs(tmp_path, tiny, one_thread, bits):
+def test_qlora_trains_through_evaluation_between_epochs(tmp_path, tiny, bits):
     """2 epochs, an evaluation after each: the 4-bit CPU layers must not be repacked by
     the eval forward (which made the next training step fail)."""
     from bertctl.finetune.run import finetune
@@ -109,7 +109,7 @@ def test_qlora_head_stays_unquantised_and_trainable(tiny):
     assert head, "the new head must train"
 
 
-def test_without_the_fix_the_cpu_repack_breaks_training(tmp_path, tiny, one_thread, monkeypatch):
+def test_without_the_fix_the_cpu_repack_breaks_training(tmp_path, tiny, monkeypatch):
     """Documents the trap the fix is for; skipped on CPUs where bitsandbytes never repacks."""
     if not _has_avx512_bf16():
         pytest.skip("this CPU has no AVX512-BF16: bitsandbytes does not repack here")
@@ -157,7 +157,7 @@ def test_qlora_without_bitsandbytes_is_one_clear_error(tmp_path, tiny, monkeypat
         finetune(r, Run.create(tmp_path / "x", "finetune"), quiet=True)
 
 
-def test_merge_flag_on_resume_of_a_finished_run(tmp_path, tiny, one_thread):
+def test_merge_flag_on_resume_of_a_finished_run(tmp_path, tiny):
     from bertctl.finetune.run import finetune
 
     r = recipe(tiny, "cls", method="lora")

@@ -8,7 +8,6 @@ checked is that every figure in the results is the one the fine-tuning runs prod
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from pathlib import Path
 
@@ -19,18 +18,6 @@ from tests.test_glue import BAD, GOOD, NAMES, NOUNS, VERBS, make_glue
 pytestmark = pytest.mark.slow
 
 FAST = ["train.epochs=2", "train.batch_size=8", "train.lr=1e-3", "train.precision=fp32", "train.log_every=100"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """A tiny model gains nothing from 2 threads, and on a shared, loaded machine the
-    second thread makes every op wait for a time slice (3x slower here)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

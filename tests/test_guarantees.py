@@ -15,7 +15,6 @@ import pytest
 from bertctl.errors import BertctlError
 
 from .test_bad_inputs import TINY_PRETRAIN, sentiment_rows, tsv, write
-from .test_finetune import tiny  # noqa: F401  (session fixture)
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +190,7 @@ def test_dna_symbols_outside_acgt_are_counted(tiny):
 
     from bertctl.finetune.dna import DnaTask
 
-    from .test_finetune import recipe
+    from ._finetune import recipe
 
     task = DnaTask(recipe(tiny, "dna"), ["0", "1"])
     task.setup(AutoTokenizer.from_pretrained(str(tiny)))

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from .test_finetune import one_thread, tiny  # noqa: F401  (fixtures)
 
 
 def test_the_table_is_complete_and_names_are_unique():
@@ -26,7 +23,7 @@ def test_the_table_is_complete_and_names_are_unique():
         assert task.world_rows.__func__ is not Task.world_rows.__func__ and task.encode is not Task.encode, kind
 
 
-def test_a_new_kind_is_one_class_and_one_registry_line(tmp_path, tiny, one_thread, cli, monkeypatch):  # noqa: F811
+def test_a_new_kind_is_one_class_and_one_registry_line(tmp_path, tiny, cli, monkeypatch):  # noqa: F811
     """A kind nothing else in the package has heard of (topic classification of World
     stories) trains, evaluates, predicts and validates its name, from its class alone."""
     from bertctl.finetune import kinds

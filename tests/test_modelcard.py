@@ -8,7 +8,7 @@ import pytest
 
 from bertctl.runs import Run
 
-from .test_finetune import one_thread, recipe, tiny  # noqa: F401  (fixtures)
+from ._finetune import recipe
 from .test_runinfo import PRETRAIN
 
 pytestmark = pytest.mark.slow
@@ -20,17 +20,10 @@ def _metrics(card) -> dict:
 
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory, tiny):
-    import torch
-
     from bertctl.finetune.run import finetune
 
     path = tmp_path_factory.mktemp("card") / "lora"
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        finetune(recipe(tiny, "nli", method="lora", merge=True), Run.create(path, "finetune"), quiet=True)
-    finally:
-        torch.set_num_threads(before)
+    finetune(recipe(tiny, "nli", method="lora", merge=True), Run.create(path, "finetune"), quiet=True)
     return path
 
 
@@ -51,7 +44,7 @@ def test_finetune_card_parses_and_its_metrics_equal_metrics_json(lora_run):
     assert card.data.base_model is None  # a local folder is not a Hub model
 
 
-def test_pretrain_card_holds_the_held_out_metrics(tmp_path, one_thread):
+def test_pretrain_card_holds_the_held_out_metrics(tmp_path):
     from huggingface_hub import ModelCard
 
     from bertctl.pretraining.config import PretrainRecipe
@@ -79,7 +72,7 @@ def test_hub_ids_and_datasets():
     assert dataset_of(FinetuneRecipe())[1] == "bertctl-world"
 
 
-def test_cli_card_quotes_the_exact_command(cli, tmp_path, tiny, one_thread):
+def test_cli_card_quotes_the_exact_command(cli, tmp_path, tiny):
     args = ["finetune", "--task", "regression", "--out", str(tmp_path / "r"), f"model.name_or_path={tiny}",
             "data.world.train=32", "data.world.dev=16", "train.epochs=1", "train.precision=fp32"]
     code, _, err = cli(*args)

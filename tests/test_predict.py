@@ -11,7 +11,7 @@ import pytest
 from bertctl.errors import BertctlError
 from bertctl.runs import Run
 
-from .test_finetune import one_thread, recipe, tiny  # noqa: F401  (fixtures)
+from ._finetune import recipe
 
 pytestmark = pytest.mark.slow
 
@@ -36,8 +36,6 @@ def _lines(path):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny):
     """Trained on demand, once per module: name -> (run folder, recipe)."""
-    import torch
-
     from bertctl.finetune.run import finetune
 
     root, made = tmp_path_factory.mktemp("predict"), {}
@@ -46,12 +44,7 @@ def runs(tmp_path_factory, tiny):
         if name not in made:
             task, extra = RUNS[name]
             r = recipe(tiny, task, **extra)
-            before = torch.get_num_threads()
-            torch.set_num_threads(1)
-            try:
-                finetune(r, Run.create(root / name, "finetune"), quiet=True)
-            finally:
-                torch.set_num_threads(before)
+            finetune(r, Run.create(root / name, "finetune"), quiet=True)
             made[name] = (root / name, r)
         return made[name]
 

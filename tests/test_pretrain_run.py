@@ -26,18 +26,6 @@ def cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("bertctl-cache")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: with several test processes on 2 cores, OpenMP threads that
-    spin-wait for each other make every step ~10x slower."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def recipe(cache: Path, *overrides: str) -> PretrainRecipe:
     return load(PretrainRecipe, None, [*TINY, f"data.cache_dir={cache}", *overrides], default="pretrain")[0]
 

@@ -15,18 +15,6 @@ CJK = list("我吃了一个苹果公司发布新手机")
 PIECES = ["un", "##believ", "##ably", "good", "apple", "pie", "ate", "an", "the", "i", "company", "shares", "rose", "."]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op torch thread for these tiny models: as fast on an idle machine, and on
-    a busy shared CPU multi-threaded spin-waiting made them many times slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_tokenizer(words=(), chars=CJK):
     """A fast BERT WordPiece tokenizer over a hand-made vocabulary (lower-cased, CJK split)."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors

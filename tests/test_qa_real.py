@@ -13,7 +13,7 @@ from bertctl import metrics as m
 from bertctl.errors import BertctlError
 from bertctl.runs import Run
 
-from .test_finetune import one_thread, recipe, tiny  # noqa: F401  (fixtures)
+from ._finetune import recipe
 
 CONTEXT = "The Normans were the people who gave their name to Normandy, a region in France."
 
@@ -78,7 +78,7 @@ def test_every_misplaced_answer_is_reported_at_once(tmp_path):
     assert [r["id"] for r in rows] == ["ok"] and dropped == ["b1", "b2", "b3"]
 
 
-def test_on_bad_rows_skip_counts_them_in_the_notes_and_metrics(tmp_path, tiny, one_thread):
+def test_on_bad_rows_skip_counts_them_in_the_notes_and_metrics(tmp_path, tiny):
     from bertctl.finetune.data import load_splits
     from bertctl.finetune.run import finetune
 
@@ -113,17 +113,10 @@ def test_split_by_keeps_each_article_on_one_side():
 
 @pytest.fixture(scope="module")
 def qa_run(tmp_path_factory, tiny):
-    import torch
-
     from bertctl.finetune.run import finetune
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        path = tmp_path_factory.mktemp("qa") / "run"
-        finetune(recipe(tiny, "qa", qa={"doc_stride": 16}), Run.create(path, "finetune"), quiet=True)
-    finally:
-        torch.set_num_threads(before)
+    path = tmp_path_factory.mktemp("qa") / "run"
+    finetune(recipe(tiny, "qa", qa={"doc_stride": 16}), Run.create(path, "finetune"), quiet=True)
     return path
 
 
@@ -240,7 +233,7 @@ def test_shared_xquad_drcd_and_conll_read(shared_data):
     assert {t[2:] for s in sentences for t in s["tags"] if t != "O"} == {"PER", "ORG", "LOC", "MISC"}
 
 
-def test_finetune_model_flag_sets_the_encoder(tmp_path, tiny, cli, one_thread):
+def test_finetune_model_flag_sets_the_encoder(tmp_path, tiny, cli):
     code, stdout, err = cli("finetune", "--task", "sentiment", "--model", tiny, "--out", tmp_path / "r",
                             "data.world.train=32", "data.world.dev=16", "train.epochs=1", "model.max_length=32",
                             "train.precision=fp32")

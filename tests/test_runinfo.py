@@ -12,7 +12,7 @@ import pytest
 
 from bertctl.runs import Run
 
-from .test_finetune import recipe, tiny  # noqa: F401  (fixtures)
+from ._finetune import recipe
 
 pytestmark = pytest.mark.slow
 
@@ -29,25 +29,18 @@ def _old(path, seconds=3600):
 
 @pytest.fixture(scope="module")
 def runs_dir(tmp_path_factory, tiny):
-    import torch
-
     from bertctl.pretraining.config import PretrainRecipe
     from bertctl.pretraining.run import pretrain
     from bertctl.recipe import load
     from bertctl.finetune.run import finetune
 
     root = tmp_path_factory.mktemp("runs-root") / "runs"
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for name, lr in (("finetune-20250101-000000", 1e-3), ("finetune-20250102-000000", 3e-3)):
-            finetune(recipe(tiny, "sentiment", train={"lr": lr, "epochs": 2}), Run.create(root / name, "finetune"),
-                     quiet=True)
-        cache = root.parent / "cache"
-        r, _ = load(PretrainRecipe, None, [*PRETRAIN, f"data.cache_dir={cache}"], default="pretrain")
-        pretrain(r, Run.create(root / "pretrain-20250103-000000", "pretrain"))
-    finally:
-        torch.set_num_threads(before)
+    for name, lr in (("finetune-20250101-000000", 1e-3), ("finetune-20250102-000000", 3e-3)):
+        finetune(recipe(tiny, "sentiment", train={"lr": lr, "epochs": 2}), Run.create(root / name, "finetune"),
+                 quiet=True)
+    cache = root.parent / "cache"
+    r, _ = load(PretrainRecipe, None, [*PRETRAIN, f"data.cache_dir={cache}"], default="pretrain")
+    pretrain(r, Run.create(root / "pretrain-20250103-000000", "pretrain"))
     broken = root / "finetune-20250104-000000"  # killed after a checkpoint: resumable
     shutil.copytree(root / "finetune-20250101-000000", broken)
     (broken / "metrics.json").unlink()

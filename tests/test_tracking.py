@@ -11,7 +11,7 @@ import pytest
 from bertctl.errors import BertctlError
 from bertctl.runs import Run
 
-from .test_finetune import one_thread, recipe, tiny  # noqa: F401  (fixtures)
+from ._finetune import recipe
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ def _train(tiny, path, backend, **train):
     return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_tensorboard_events_hold_loss_lr_throughput_and_eval(tmp_path, tiny, one_thread):
+def test_tensorboard_events_hold_loss_lr_throughput_and_eval(tmp_path, tiny):
     _need("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -49,7 +49,7 @@ def test_tensorboard_events_hold_loss_lr_throughput_and_eval(tmp_path, tiny, one
     assert len(scalars["eval/accuracy"]) == 2  # one per epoch
 
 
-def test_mlflow_file_store_holds_metrics_and_the_recipe(tmp_path, tiny, one_thread, monkeypatch):
+def test_mlflow_file_store_holds_metrics_and_the_recipe(tmp_path, tiny, monkeypatch):
     _need("mlflow")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
@@ -67,7 +67,7 @@ def test_mlflow_file_store_holds_metrics_and_the_recipe(tmp_path, tiny, one_thre
     assert "eval/accuracy" in run.data.metrics
 
 
-def test_wandb_offline_writes_its_run_folder(tmp_path, tiny, one_thread, monkeypatch):
+def test_wandb_offline_writes_its_run_folder(tmp_path, tiny, monkeypatch):
     _need("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -93,7 +93,7 @@ def test_unknown_backend_is_a_recipe_error():
         recipe("minilm", train={"report_to": ["comet"]})
 
 
-def test_progress_lines_when_stdout_is_not_a_terminal(tmp_path, tiny, one_thread, capsys):
+def test_progress_lines_when_stdout_is_not_a_terminal(tmp_path, tiny, capsys):
     from bertctl.tracking import progress_line
 
     line = progress_line("finetune cls", 10, 40, {"loss": 0.5, "lr": 2e-5, "tokens_per_s": 12345.6}, 83)
@@ -106,7 +106,7 @@ def test_progress_lines_when_stdout_is_not_a_terminal(tmp_path, tiny, one_thread
     assert [l.split()[3] for l in lines] == ["3/6", "6/6"] and "ETA" in lines[0] and "tokens/s" in lines[0]
 
 
-def test_pretrain_reports_to_tensorboard_too(tmp_path, one_thread):
+def test_pretrain_reports_to_tensorboard_too(tmp_path):
     _need("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 
 import pytest
@@ -231,10 +230,10 @@ def test_bad_arguments_raise_bertctl_error():
         World().pos_of("zebra")
 
 
-def test_generation_is_fast():
-    start = time.perf_counter()
-    World(1).documents(10_000)
-    assert time.perf_counter() - start < 5.0
+def test_generation_scales_to_a_large_corpus():
+    """10,000 documents (the speed is measured in benchmarks/startup.py, not asserted here)."""
+    docs = World(1).documents(10_000)
+    assert len(docs) == 10_000 and all(5 <= len(d) <= 7 for d in docs)
 
 
 def test_writers(tmp_path):
