@@ -83,10 +83,6 @@ class FitResult:
     def tokens_per_s(self) -> float:
         return self.tokens / max(self.seconds, 1e-9)
 
-    @property
-    def samples_per_s(self) -> float:
-        return self.samples / max(self.seconds, 1e-9)
-
 
 # ------------------------------------------------------------------------- helpers
 
