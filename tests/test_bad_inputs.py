@@ -26,10 +26,9 @@ from typing import Callable
 
 import pytest
 
+from .helpers import TINY_PRETRAIN, sentiment_rows, tsv, write
 
-TINY_PRETRAIN = ["data.world.n_docs=200", "model.hidden=32", "model.heads=2", "model.intermediate=64",
-                 "model.layers=1", "model.max_length=32", "tokenizer.vocab_size=200", "train.batch_size=8",
-                 "train.max_steps=4", "train.save_every=2", "train.precision=fp32", "eval.max_sequences=16"]
+
 # the same for a corpus file or a checkpoint's tokenizer: World and tokenizer-training settings would do nothing
 TINY_FILE_PRETRAIN = [a for a in TINY_PRETRAIN if not a.startswith(("data.world.", "tokenizer."))]
 TINY_FINETUNE = ["model.max_length=32", "train.epochs=1", "train.batch_size=8", "train.precision=fp32"]
@@ -54,22 +53,8 @@ def row(name: str, expect: str, env: Callable[[Path], dict] | None = None):
     return register
 
 
-def write(path: Path, text: str | bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    (path.write_bytes if isinstance(text, bytes) else path.write_text)(text)
-    return path
-
-
-def tsv(path: Path, header: list[str], rows: list[list]) -> Path:
-    return write(path, "\n".join("\t".join(map(str, r)) for r in [header, *rows]) + "\n")
-
-
 def jsonl(path: Path, rows: list[dict]) -> Path:
     return write(path, "".join(json.dumps(r) + "\n" for r in rows))
-
-
-def sentiment_rows(n: int, labels=("positive", "negative")) -> list[list]:
-    return [[f"the film number {i} was {'good' if i % 2 else 'bad'} .", labels[i % len(labels)]] for i in range(n)]
 
 
 def pickle_model(folder: Path) -> Path:
@@ -1187,7 +1172,7 @@ def fixtures(tiny, tmp_path_factory):
     from bertctl.cli import app
     from typer.testing import CliRunner
 
-    from .test_glue import make_glue
+    from .helpers import make_glue
 
     root = tmp_path_factory.mktemp("bad-inputs")
     glue = make_glue(root / "glue", n=12, tasks=["RTE", "SST-2"])
@@ -1268,7 +1253,7 @@ def test_disk_full_is_one_line_loses_nothing_and_resume_then_finishes(tmp_path):
     on a first run while the corpus is written into the cache."""
     from bertctl.runs import Run
 
-    from .test_faults import Cli, _final, _step_log
+    from .helpers import Cli, _final, _step_log
 
     cache = tmp_path / "cache"
     command = ["pretrain", *TINY_PRETRAIN, "train.max_steps=8", f"data.cache_dir={cache}"]

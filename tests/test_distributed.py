@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-JOB = Path(__file__).with_name("ddp_job.py")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .helpers import JOB, _free_port, torchrun
 
 
 def _losses(run: Path) -> list[float]:
@@ -41,22 +33,6 @@ def test_two_processes_match_one(tmp_path):
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["checkpoints", "log.txt", "metrics.jsonl", "run.json"]
     log = (tmp_path / "two" / "log.txt").read_text()
     assert log.count("processes") == 1 and "2 processes" in log
-
-
-def torchrun(*args: str, env: dict, timeout: float = 300, job: Path = JOB, cwd=None) -> subprocess.CompletedProcess:
-    """`torchrun --nproc_per_node 2 JOB ARGS` in its own process group: on a timeout (a hang)
-    the workers are killed too, not left behind."""
-    argv = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-            "--master_port", str(_free_port()), str(job), *args]
-    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        pytest.fail(f"torchrun still running after {timeout} s (a hang): {stderr[-3000:]}")
-    return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
 
 
 @pytest.mark.slow

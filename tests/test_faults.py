@@ -22,7 +22,6 @@ acceptance run is BERTCTL_FAULT_TRIALS=10).
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import random
 import re
@@ -33,17 +32,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from .helpers import Cli, ENV, _final, _step_log
+
 
 ROOT = Path(__file__).resolve().parents[1]
 TRIALS = int(os.environ.get("BERTCTL_FAULT_TRIALS", "2"))
-ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-       "OMP_NUM_THREADS": "1", "COLUMNS": "250", "MPLBACKEND": "Agg", "BERTCTL_DEBUG": "0"}
-TIMING = {"tokens_per_s", "train_seconds", "train_samples_per_s", "train_tokens_per_s"}
 
 # A tiny BERT on 200 World documents: 90 steps, a checkpoint every 3 steps and an evaluation every 10
 PRETRAIN = ["pretrain", "data.world.n_docs=200", "model.hidden=32", "model.heads=2", "model.intermediate=64",
@@ -58,104 +55,6 @@ FINETUNE = ["finetune", "--task", "regression", "model.max_length=48", "data.wor
 
 
 # ------------------------------------------------------------------ the real CLI, forked
-
-
-def _cli_process(argv: list[str], cwd: str, log: str, env: dict, max_file_bytes: int | None = None) -> None:
-    """Body of one forked process: the `bertctl` command line, as the console script runs it.
-    `max_file_bytes` simulates a full disk: a write past it fails (EFBIG) as it would (ENOSPC)."""
-    os.chdir(cwd)
-    os.environ.update(env)
-    # as in a terminal (a process started in the background may inherit SIGINT ignored)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    if max_file_bytes is not None:
-        import resource
-
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write instead of killing the process
-        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
-    for fd, name in ((1, log), (2, log + ".err")):
-        os.dup2(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
-    import torch
-
-    torch.set_num_threads(1)
-    sys.argv = ["bertctl", *argv]
-    from bertctl.cli import main
-
-    main()  # sys.exit(code): the exit code of the process
-
-
-def _noop() -> None:
-    pass
-
-
-_SERVER: dict = {}
-
-
-def _context():
-    if "ctx" not in _SERVER:
-        ctx = multiprocessing.get_context("forkserver")
-        for key, value in ENV.items():  # the server (and so every fork) starts with these
-            os.environ.setdefault(key, value)
-        ctx.set_forkserver_preload(["torch", "transformers", "transformers.models.bert.modeling_bert", "accelerate",
-                                    "accelerate.accelerator", "datasets", "tokenizers", "safetensors.torch",
-                                    "matplotlib.pyplot", "sklearn.metrics", "scipy.stats", "rich.progress",
-                                    "bertctl.cli", "bertctl.train", "bertctl.pretraining.run",
-                                    "bertctl.pretraining.model", "bertctl.finetune.run", "bertctl.finetune.methods",
-                                    "tests.test_faults"])
-        _SERVER["ctx"] = ctx
-        warm_up = ctx.Process(target=_noop)  # starts the server (and its imports) before any timing
-        warm_up.start()
-        warm_up.join()
-    return _SERVER["ctx"]
-
-
-class Cli:
-    """Start `bertctl ARGS` in a forked process; kill it or wait for it."""
-
-    def __init__(self, argv: list[str], cwd: Path, log: Path, env: dict, max_file_bytes: int | None = None):
-        self.log = log
-        self.proc = _context().Process(target=_cli_process,
-                                       args=(argv, str(cwd), str(log), {**ENV, **env}, max_file_bytes))
-        self.t0 = time.perf_counter()
-        self.proc.start()
-
-    def wait(self, timeout: float = 300) -> int:
-        self.proc.join(timeout)
-        assert self.proc.exitcode is not None, f"still running after {timeout} s: {self.output()[-2000:]}"
-        return self.proc.exitcode
-
-    def kill_after(self, delay: float) -> bool:
-        """SIGKILL after `delay` seconds; False if it had already finished."""
-        self.proc.join(delay)
-        if self.proc.exitcode is not None:
-            return False
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.join()
-        return self.proc.exitcode == -signal.SIGKILL  # else it exited on its own just before
-
-    def signal_when(self, ready: Callable[[], bool], sig: int, timeout: float) -> None:
-        """Send `sig` as soon as `ready()` holds (failing if the process ends first or `timeout` s pass)."""
-        deadline = time.time() + timeout
-        while not ready():
-            assert self.proc.exitcode is None and time.time() < deadline, self.output()[-2000:]
-            time.sleep(0.01)
-        os.kill(self.proc.pid, sig)
-
-    def error_lines(self) -> list[str]:
-        return [line for line in self.stderr().splitlines() if line.startswith("error:")]
-
-    @property
-    def seconds(self) -> float:
-        return time.perf_counter() - self.t0
-
-    def output(self) -> str:
-        return self.stdout() + self.stderr()
-
-    def stdout(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""
-
-    def stderr(self) -> str:
-        err = Path(f"{self.log}.err")
-        return err.read_text(encoding="utf-8", errors="replace") if err.exists() else ""
 
 
 # ------------------------------------------------------------------ checks on run folders
@@ -177,11 +76,6 @@ def _checkpoints_are_complete(run: Path) -> list[str]:
     return names
 
 
-def _final(run: Path) -> dict:
-    metrics = json.loads((run / "metrics.json").read_text())
-    return {k: v for k, v in metrics.items() if k not in TIMING}
-
-
 def _weights(run: Path) -> dict:
     from safetensors.torch import load_file
 
@@ -191,11 +85,6 @@ def _weights(run: Path) -> dict:
 def _same_weights(a: Path, b: Path) -> bool:
     wa, wb = _weights(a), _weights(b)
     return wa.keys() == wb.keys() and all(wa[k].equal(wb[k]) for k in wa)
-
-
-def _step_log(run: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
 
 def _phase(run: Path) -> str:
@@ -473,7 +362,7 @@ def test_finetune_under_torchrun_two_processes(tmp_path, tiny):
 def test_eval_glue_under_torchrun_two_processes(tmp_path, tiny):
     """The suite's file handling (task files, predictions, extra MNLI evaluations, the
     submission) is rank 0's; every rank fine-tunes."""
-    from .test_glue import make_glue
+    from .helpers import make_glue
 
     glue = make_glue(tmp_path / "glue", n=24, tasks=["RTE", "MNLI"])
     command = ["eval-glue", "glue_cpu", "--model", str(tiny), "--glue-dir", str(glue), "--tasks", "RTE,MNLI",
@@ -493,7 +382,7 @@ def test_eval_glue_under_torchrun_two_processes(tmp_path, tiny):
 def test_torchrun_default_run_folder_is_rank_0s_and_an_error_prints_once(tmp_path):
     """No --out under torchrun, ranks starting 1.5 s apart: every rank gets rank 0's
     runs/<command>-<time>; an error every rank raises is printed once (rank 0's)."""
-    from .test_distributed import torchrun
+    from .helpers import torchrun
 
     done = torchrun("finetune", "--task", "sentiment", "model.name_or_path=/nonexistent/model",
                     env=_subprocess_env(tmp_path / "cache"), job=Path(__file__).with_name("cli_job.py"), cwd=tmp_path)

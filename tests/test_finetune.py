@@ -2,7 +2,7 @@
 
 Unit tests here are fast (no training). End-to-end runs are in test_finetune_e2e.py,
 LoRA/QLoRA in test_finetune_methods.py, real data in test_finetune_realdata.py. The
-`tiny` model is a conftest fixture; the `recipe` helper is in tests/_finetune.py.
+`tiny` model is a conftest fixture; the `recipe` helper is in tests/helpers.py.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 
 from bertctl.errors import BertctlError
 
-from ._finetune import recipe
+from .helpers import recipe
 
 # ----------------------------------------------------------------------------- helpers
 

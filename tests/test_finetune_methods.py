@@ -10,7 +10,7 @@ import pytest
 from bertctl.errors import BertctlError
 from bertctl.runs import Run
 
-from ._finetune import recipe
+from .helpers import recipe
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_distributed import torchrun
+from .helpers import torchrun
 
 JOB = Path(__file__).with_name("fsdp_job.py")
 

@@ -12,9 +12,7 @@ tests/test_glue_e2e.py), so they check the GLUE logic in milliseconds.
 from __future__ import annotations
 
 import json
-import random
 import zipfile
-from pathlib import Path
 
 import pytest
 
@@ -24,111 +22,9 @@ from bertctl.glue.config import GlueRecipe
 from bertctl.glue.data import LocalGlue, load_task, locate, subsample
 from bertctl.glue.tasks import BERT_BASE, HUMAN, TASKS, task_names
 
+from .helpers import make_glue
+
 # ----------------------------------------------------------------- the fixture
-
-GOOD = ["good", "great", "fine", "lovely", "superb"]
-BAD = ["bad", "awful", "poor", "dull", "boring"]
-NOUNS = ["film", "movie", "story", "cat", "dog", "plan", "song", "book", "game", "city"]
-VERBS = ["saw", "liked", "made", "found", "read", "played", "wrote", "sold"]
-NAMES = ["Anna", "Ben", "Carl", "Dana", "Eve", "Finn"]
-
-
-def _sentence(rng: random.Random, positive: bool | None = None) -> str:
-    adj = rng.choice(GOOD if positive else BAD) if positive is not None else rng.choice(GOOD + BAD)
-    return f"{rng.choice(NAMES)} {rng.choice(VERBS)} the {adj} {rng.choice(NOUNS)} ."
-
-
-def _tsv(path: Path, header: list[str] | None, rows: list[list], bom: bool = False, extra: str = "") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = (["\t".join(header)] if header else []) + ["\t".join(str(c) for c in r) for r in rows]
-    path.write_text(("\ufeff" if bom else "") + "\n".join(lines) + "\n" + extra, encoding="utf-8")
-
-
-def _pairs(rng, n, labels):
-    """(sentence1, sentence2, label) where the label is learnable from word overlap."""
-    out = []
-    for i in range(n):
-        label = labels[i % len(labels)]
-        a = _sentence(rng)
-        b = a.replace(".", "!") if label == labels[0] else _sentence(rng)
-        out.append((a, b, label))
-    return out
-
-
-def make_glue(root: Path, n: int = 30, tasks=None, seed: int = 0, tests: bool = True) -> Path:
-    """A tiny GLUE folder (n train rows, n//2 dev and test rows per task)."""
-    rng = random.Random(seed)
-    tasks = set(tasks or TASKS)
-    m = max(4, n // 2)
-    sizes = {"train": n, "dev": m}
-
-    if "CoLA" in tasks:  # no header in train/dev; test has one
-        for split, k in sizes.items():
-            rows = []
-            for i in range(k):
-                ok = i % 2
-                s = _sentence(rng) if ok else f"the {rng.choice(NOUNS)} {rng.choice(NOUNS)} {rng.choice(VERBS)} ."
-                rows.append(["gj04", ok, "" if ok else "*", s])
-            _tsv(root / "CoLA" / f"{split}.tsv", None, rows)
-        if tests:
-            _tsv(root / "CoLA" / "test.tsv", ["index", "sentence"], [[i, _sentence(rng)] for i in range(m)])
-    if "SST-2" in tasks:
-        for split, k in sizes.items():
-            _tsv(root / "SST-2" / f"{split}.tsv", ["sentence", "label"],
-                 [[_sentence(rng, bool(i % 2)) + " ", i % 2] for i in range(k)])
-        if tests:
-            _tsv(root / "SST-2" / "test.tsv", ["index", "sentence"], [[i, _sentence(rng)] for i in range(m)])
-    if "MRPC" in tasks:  # byte-order mark, bare quotes inside strings
-        for split, k in sizes.items():
-            rows = [[lab, 1000 + i, 2000 + i, f'He said " {a} " today .', f'" {b}'] for i, (a, b, lab) in
-                    enumerate(_pairs(rng, k, ["1", "0"]))]
-            _tsv(root / "MRPC" / f"{split}.tsv", ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"], rows, bom=True)
-        if tests:
-            _tsv(root / "MRPC" / "test.tsv", ["index", "#1 ID", "#2 ID", "#1 String", "#2 String"],
-                 [[i, 1, 2, a, b] for i, (a, b, _) in enumerate(_pairs(rng, m, ["x"]))])
-    if "STS-B" in tasks:  # float scores with three decimals
-        head = ["index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2"]
-        for split, k in sizes.items():
-            rows = [[i, "main-captions", "MSRvid", "2012test", f"{i:04d}", "none", "none", a, b,
-                     f"{5.0 if a.rstrip('.') == b.rstrip('!') else rng.uniform(0, 2.5):.3f}"]
-                    for i, (a, b, _) in enumerate(_pairs(rng, k, ["same", "diff"]))]
-            _tsv(root / "STS-B" / f"{split}.tsv", head + ["score"], rows)
-        if tests:
-            _tsv(root / "STS-B" / "test.tsv", head, [[i, "g", "f", "y", i, "n", "n", a, b]
-                                                      for i, (a, b, _) in enumerate(_pairs(rng, m, ["x"]))])
-    if "QQP" in tasks:  # one malformed line in train, as in the real file
-        for split, k in sizes.items():
-            rows = [[i, 2 * i, 2 * i + 1, a, b, lab] for i, (a, b, lab) in enumerate(_pairs(rng, k, ["1", "0"]))]
-            _tsv(root / "QQP" / f"{split}.tsv", ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"], rows,
-                 extra="999\t1998\tbroken line without its other fields\n" if split == "train" else "")
-        if tests:
-            _tsv(root / "QQP" / "test.tsv", ["id", "question1", "question2"],
-                 [[i, a, b] for i, (a, b, _) in enumerate(_pairs(rng, m, ["x"]))])
-    if "MNLI" in tasks:  # two dev sets, two test sets; dev has five annotator labels
-        parse = ["sentence1_binary_parse", "sentence2_binary_parse", "sentence1_parse", "sentence2_parse"]
-        head = ["index", "promptID", "pairID", "genre", *parse, "sentence1", "sentence2"]
-        labels = ["entailment", "neutral", "contradiction"]
-        for split, k, annotators in (("train", n, 1), ("dev_matched", m, 5), ("dev_mismatched", m, 5)):
-            rows = [[i, i, f"{i}e", "fiction", "( x )", "( y )", "(ROOT x)", "(ROOT y)", a, b, *[lab] * annotators, lab]
-                    for i, (a, b, lab) in enumerate(_pairs(rng, k, labels))]
-            _tsv(root / "MNLI" / f"{split}.tsv", head + [f"label{j + 1}" for j in range(annotators)] + ["gold_label"], rows)
-        if tests:
-            for split in ("test_matched", "test_mismatched"):
-                _tsv(root / "MNLI" / f"{split}.tsv", head,
-                     [[i, i, f"{i}e", "g", "x", "y", "x", "y", a, b] for i, (a, b, _) in enumerate(_pairs(rng, m, ["x"]))])
-            _tsv(root / "diagnostic" / "diagnostic.tsv", ["index", "sentence1", "sentence2"],
-                 [[i, a, b] for i, (a, b, _) in enumerate(_pairs(rng, m // 2, ["x"]))])
-    for name, cols, labels in (("QNLI", ["question", "sentence"], ["entailment", "not_entailment"]),
-                               ("RTE", ["sentence1", "sentence2"], ["entailment", "not_entailment"]),
-                               ("WNLI", ["sentence1", "sentence2"], ["1", "0"])):
-        if name not in tasks:
-            continue
-        for split, k in sizes.items():
-            _tsv(root / name / f"{split}.tsv", ["index", *cols, "label"],
-                 [[i, a, b, lab] for i, (a, b, lab) in enumerate(_pairs(rng, k, labels))])
-        if tests:
-            _tsv(root / name / "test.tsv", ["index", *cols], [[i, a, b] for i, (a, b, _) in enumerate(_pairs(rng, m, ["x"]))])
-    return root
 
 
 # ------------------------------------------------------------------ task table

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_glue import BAD, GOOD, NAMES, NOUNS, VERBS, make_glue
+from .helpers import BAD, GOOD, NAMES, NOUNS, VERBS, make_glue
 
 pytestmark = pytest.mark.slow
 

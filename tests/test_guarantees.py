@@ -14,7 +14,7 @@ import pytest
 
 from bertctl.errors import BertctlError
 
-from .test_bad_inputs import TINY_PRETRAIN, sentiment_rows, tsv, write
+from .helpers import TINY_PRETRAIN, sentiment_rows, tsv, write
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +190,7 @@ def test_dna_symbols_outside_acgt_are_counted(tiny):
 
     from bertctl.finetune.dna import DnaTask
 
-    from ._finetune import recipe
+    from .helpers import recipe
 
     task = DnaTask(recipe(tiny, "dna"), ["0", "1"])
     task.setup(AutoTokenizer.from_pretrained(str(tiny)))

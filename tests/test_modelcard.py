@@ -8,8 +8,7 @@ import pytest
 
 from bertctl.runs import Run
 
-from ._finetune import recipe
-from .test_runinfo import PRETRAIN
+from .helpers import recipe, PRETRAIN
 
 pytestmark = pytest.mark.slow
 

@@ -11,25 +11,7 @@ import pytest
 
 from bertctl.errors import BertctlError
 
-CJK = list("我吃了一个苹果公司发布新手机")
-PIECES = ["un", "##believ", "##ably", "good", "apple", "pie", "ate", "an", "the", "i", "company", "shares", "rose", "."]
-
-
-def tiny_tokenizer(words=(), chars=CJK):
-    """A fast BERT WordPiece tokenizer over a hand-made vocabulary (lower-cased, CJK split)."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(dict.fromkeys([*PIECES, *chars, *words]))
-    ids = {t: i for i, t in enumerate(vocab)}
-    tok = Tokenizer(models.WordPiece(ids, unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True, handle_chinese_chars=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]")
+from .helpers import tiny_tokenizer
 
 
 def tiny_encoder(tokenizer=None, seed=0, layers=2):

@@ -133,7 +133,7 @@ def test_chinese_recipe_end_to_end_on_a_tiny_chinese_model(tmp_path):
     from transformers import BertConfig, BertModel
 
     from bertctl.recipe import builtin_recipes, read_yaml
-    from tests.test_probe import tiny_tokenizer
+    from .helpers import tiny_tokenizer
 
     sentences = [s["text"] for s in read_yaml(builtin_recipes()["probe_similarity_zh"])["similarity"]["sentences"]]
     tok = tiny_tokenizer(chars=sorted({c for s in sentences for c in s}))

@@ -18,28 +18,10 @@ from bertctl.prompting.config import PromptRecipe
 from bertctl.prompting.prompts import build_prompt, demo_order, option_texts, sample_demos
 from bertctl.prompting.tasks import Task, load_task
 
-WORDS = ("Review Sentiment positive negative Classify the sentiment of each review as or Premise Hypothesis "
-         "Answer True False Neither Text Topic English Xx")
+from .helpers import WORDS, save_model, tiny_bpe_tokenizer, tiny_llama
 
 
 # ------------------------------------------------------------------ tiny models
-
-
-def tiny_bpe_tokenizer():
-    """A GPT-2-style byte-level BPE tokenizer trained on World sentences (~400 tokens)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    from bertctl.data.world import World
-
-    texts = [r["text"] for r in World(0).sentiment(300)] + [WORDS] * 5
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<s>", "</s>"],
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                                       show_progress=False))
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
 
 
 def tiny_wordpiece_tokenizer():
@@ -56,17 +38,6 @@ def tiny_wordpiece_tokenizer():
     return tok
 
 
-def tiny_llama(vocab_size: int, seed: int = 0, positions: int = 512):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=positions,
-                      bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    return LlamaForCausalLM(cfg).eval()
-
-
 def tiny_gpt2(vocab_size: int, seed: int = 0, positions: int = 512):
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -75,13 +46,6 @@ def tiny_gpt2(vocab_size: int, seed: int = 0, positions: int = 512):
     cfg = GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=4, n_positions=positions,
                      bos_token_id=2, eos_token_id=3, pad_token_id=0)
     return GPT2LMHeadModel(cfg).eval()
-
-
-def save_model(model, tokenizer, folder):
-    model.config.architectures = [type(model).__name__]
-    model.save_pretrained(str(folder), safe_serialization=True)
-    tokenizer.save_pretrained(str(folder))
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ import pytest
 
 from bertctl.prompting.config import PromptRecipe
 from bertctl.recipe import load
-from tests.test_prompt import save_model, tiny_bpe_tokenizer, tiny_llama
+
+from .helpers import save_model, tiny_bpe_tokenizer, tiny_llama
 
 
 def _sst2_recipe(shared_data, *overrides):

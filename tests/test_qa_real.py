@@ -13,7 +13,7 @@ from bertctl import metrics as m
 from bertctl.errors import BertctlError
 from bertctl.runs import Run
 
-from ._finetune import recipe
+from .helpers import recipe
 
 CONTEXT = "The Normans were the people who gave their name to Normandy, a region in France."
 

@@ -14,6 +14,7 @@ import pytest
 from bertctl.recipe import builtin_recipes, read_yaml
 
 from .conftest import ROOT, SHARED_DATA
+from .helpers import make_glue, save_model, tiny_bpe_tokenizer, tiny_llama
 
 RECIPES = sorted(builtin_recipes())
 PRETRAIN = ["data.world.n_docs=60", "tokenizer.vocab_size=200", "model.hidden=32", "model.heads=2",
@@ -23,8 +24,7 @@ SMALL_TRAIN = ["train.epochs=1", "train.batch_size=8", "train.precision=fp32", "
 
 
 def _uses_shared_data(recipe: dict) -> bool:
-    """It names ../shared/data, or it is a GLUE recipe (which this test feeds ../shared/data/glue)."""
-    return "shared/data" in json.dumps(recipe) or recipe["command"] == "eval-glue"
+    return "shared/data" in json.dumps(recipe)
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +38,15 @@ def pretrain_run(tmp_path_factory, cli) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory) -> Path:
-    from .test_prompt import save_model, tiny_bpe_tokenizer, tiny_llama
+def glue_dir(tmp_path_factory) -> Path:
+    """The real GLUE folder where ../shared/data has it, else a tiny one made here."""
+    if (SHARED_DATA / "glue").is_dir():
+        return SHARED_DATA / "glue"
+    return make_glue(tmp_path_factory.mktemp("glue"), n=32, tasks=["RTE"])
 
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory) -> Path:
     tok = tiny_bpe_tokenizer()
     return save_model(tiny_llama(len(tok)), tok, tmp_path_factory.mktemp("lm") / "tiny-llama")
 
@@ -63,7 +69,7 @@ def _argv(name: str, recipe: dict, out: Path, tiny: Path, request) -> list[str]:
         return ["finetune", name, f"model.name_or_path={tiny}", "model.max_length=128", *size, *qa, *SMALL_TRAIN,
                 "--out", out]
     if command == "eval-glue":
-        return ["eval-glue", name, "--glue-dir", SHARED_DATA / "glue", "--tasks", "RTE", "--seeds", "1",
+        return ["eval-glue", name, "--glue-dir", request.getfixturevalue("glue_dir"), "--tasks", "RTE", "--seeds", "1",
                 f"model.name_or_path={tiny}", "model.max_length=64", "max_train_rows=32", "max_eval_rows=16",
                 "max_test_rows=16", *SMALL_TRAIN, "--out", out]
     if command == "probe":

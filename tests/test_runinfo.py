@@ -12,13 +12,9 @@ import pytest
 
 from bertctl.runs import Run
 
-from ._finetune import recipe
+from .helpers import recipe, PRETRAIN
 
 pytestmark = pytest.mark.slow
-
-PRETRAIN = ["data.world.n_docs=200", "data.heldout=0.1", "model.hidden=32", "model.heads=2", "model.intermediate=64",
-            "model.layers=1", "model.max_length=32", "train.batch_size=16", "train.max_steps=6", "train.log_every=2",
-            "eval.max_sequences=32", "train.precision=fp32"]
 
 
 def _old(path, seconds=3600):

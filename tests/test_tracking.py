@@ -11,7 +11,7 @@ import pytest
 from bertctl.errors import BertctlError
 from bertctl.runs import Run
 
-from ._finetune import recipe
+from .helpers import recipe
 
 pytestmark = pytest.mark.slow
 
@@ -114,7 +114,7 @@ def test_pretrain_reports_to_tensorboard_too(tmp_path):
     from bertctl.pretraining.run import pretrain
     from bertctl.recipe import load
 
-    from .test_runinfo import PRETRAIN
+    from .helpers import PRETRAIN
 
     r, _ = load(PretrainRecipe, None, [*PRETRAIN, f"data.cache_dir={tmp_path / 'c'}", "train.report_to=[tensorboard]"],
                 default="pretrain")

@@ -88,11 +88,18 @@ def finetune_recipe(recipe: GlueRecipe, task: GlueTask, files: dict[str, Path | 
                            fix="fix these keys in the recipe's per_task block") from None
 
 
-def is_sane(recipe: GlueRecipe) -> bool:
-    """Cramming's rule: one setting for every task, at most 5 epochs."""
-    training = {k for o in recipe.per_task.values() for k in o} - {"max_train_rows"}
+def not_sane(recipe: GlueRecipe) -> list[str]:
+    """Why the recipe breaks cramming's rule (one setting for every task, at most 5
+    epochs, no step cap); empty when it keeps it."""
+    training = sorted({k for o in recipe.per_task.values() for k in o} - {"max_train_rows"})
     epochs = recipe.train.epochs
-    return not training and recipe.train.max_steps is None and epochs is not None and epochs <= SANE_MAX_EPOCHS
+    return ([f"per-task training overrides ({', '.join(training)})"] if training else []) + \
+        (["train.max_steps is set"] if recipe.train.max_steps is not None else []) + \
+        ([f"more than {SANE_MAX_EPOCHS} epochs"] if epochs is None or epochs > SANE_MAX_EPOCHS else [])
+
+
+def is_sane(recipe: GlueRecipe) -> bool:
+    return not not_sane(recipe)
 
 
 # -------------------------------------------------------------------- task files
@@ -238,7 +245,7 @@ def run_suite(recipe: GlueRecipe, run: Run, resume: bool = False, say: Callable[
 
     notes: list[str] = []
     if not is_sane(recipe):
-        notes.append(f"not GLUE-sane: per-task training overrides or more than {SANE_MAX_EPOCHS} epochs")
+        notes.append(f"not GLUE-sane: {'; '.join(not_sane(recipe))}")
     runs: dict[str, list[dict]] = {}   # task -> one glue.json per seed
     best: dict[str, dict] = {}         # task -> the seed with the best dev score (its test predictions are submitted)
     test_ids: dict[str, dict] = {}     # task -> submission file -> ids, in file order
