@@ -67,10 +67,15 @@ OptionalPath = Annotated[str | None, AfterValidator(_resolve_path)]
 # the words a model field takes that are no paths: a folder that happens to be called
 # `scratch` next to the recipe must not hijack `scratch`
 MODEL_KEYWORDS = ("scratch", "auto", "train")
+# the embedded models' names (bertctl.models.EMBEDDED maps them to packages): a folder
+# called `minilm` in the working directory must not hijack the embedded minilm either
+EMBEDDED_NAMES = ("minilm", "all-minilm-l6-v2", "smollm2", "smollm2-135m")
 
 
 def _model_name(value: str, info: ValidationInfo) -> str:
-    return value if value in MODEL_KEYWORDS else _resolve_path(value, info)
+    if value in MODEL_KEYWORDS or value.lower() in EMBEDDED_NAMES:
+        return value
+    return _resolve_path(value, info)
 
 
 # One way to name a model in every recipe (finetune, pretrain, probe, prompt, eval-glue): a

@@ -75,3 +75,18 @@ def test_the_default_model_is_the_newest_finished_pretrain_run_else_minilm(tmp_p
     name, why = recipe_model(None)
     assert name == "runs/mine" and "latest `bertctl pretrain` run" in why
     assert model_name(ProbeRecipe()) == "runs/mine"
+
+
+def test_embedded_names_are_not_hijacked_by_a_folder_of_that_name(tmp_path, monkeypatch):
+    """A folder called minilm next to the recipe (or in the cwd) must not replace the
+    embedded model; the recipe layer's list of embedded names is the models' own."""
+    from bertctl.models import EMBEDDED
+    from bertctl.recipe import EMBEDDED_NAMES, validate_file
+
+    assert set(EMBEDDED_NAMES) == set(EMBEDDED)
+    monkeypatch.chdir(tmp_path)
+    for name in EMBEDDED_NAMES:
+        (tmp_path / name).mkdir()
+        for text, read in RECIPES.values():
+            (tmp_path / "r.yaml").write_text(text.format(name=name), encoding="utf-8")
+            assert read(validate_file(tmp_path / "r.yaml")) == name
