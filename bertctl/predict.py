@@ -156,16 +156,10 @@ def input_roles() -> list[str]:
                    for r in (*t.inputs, *t.input_extras, *(["text_pair"] if t.pair != "never" else []))})
 
 
-def uses_pair(task, columns: dict) -> bool:
-    """Whether input rows carry a second text: always (nli), when there (regression), or
-    when the run's recipe mapped one (cls)."""
-    return task.pair in ("always", "optional") or task.pair == "mapped" and bool(columns.get("text_pair"))
-
-
 def column_map(task, columns: dict, available: list[str], source: str) -> dict[str, str]:
     """role -> column of the input: the run's recipe mapping (or --column), else the
     task's default names; a missing required column names the available ones."""
-    optional = [*(["text_pair"] if uses_pair(task, columns) and "text_pair" not in task.inputs else []),
+    optional = [*(["text_pair"] if task.reads_pair(columns) and "text_pair" not in task.inputs else []),
                 *task.input_extras]
     mapping = {}
     for role in [*task.inputs, *optional]:
@@ -207,7 +201,7 @@ def _iter_rows(path, task, columns: dict, fmt: str, stdin) -> Iterator[dict]:
     handle = open(path, encoding="utf-8", newline="") if path else (stdin or sys.stdin)
     try:
         if fmt == "text":
-            pair = uses_pair(task, columns)
+            pair = task.reads_pair(columns)
             for n, line in enumerate(handle, 1):
                 yield task.read_line(line.rstrip("\r\n"), pair, n, source)
             return

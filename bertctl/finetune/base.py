@@ -15,8 +15,8 @@ loop requires for exact resume.
 
 from __future__ import annotations
 
-import random
 import math
+import random
 from typing import Any
 
 from bertctl.errors import BertctlError
@@ -133,7 +133,7 @@ class Task:
     auto_class = "AutoModelForSequenceClassification"
     peft_task_type = "SEQ_CLS"
     pipeline_tag = "text-classification"  # the Hub's name for what the model does
-    has_pipeline = True  # transformers 5 removed the question-answering pipeline
+    has_pipeline = True  # transformers.pipeline(pipeline_tag) exists (v5 has none for QA)
     main_metric = "accuracy"
     outputs = ("logits",)  # the model outputs prediction reads
     per_token = False  # outputs have a sequence dimension (trimmed to each feature's length)
@@ -191,6 +191,12 @@ class Task:
             raise BertctlError(f"{source} line {n} has {len(fields)} tab-separated field(s); this {cls.kind} run "
                                "takes two texts separated by one tab", fix="put one pair per line: TEXT<TAB>TEXT")
         return {"text": fields[0], **({"text_pair": fields[1]} if len(fields) == 2 else {})}
+
+    @classmethod
+    def reads_pair(cls, columns: dict) -> bool:
+        """`bertctl predict`: whether input rows carry a second text: always (nli), when
+        there (regression), or when the run's recipe mapped one (cls)."""
+        return cls.pair in ("always", "optional") or cls.pair == "mapped" and bool(columns.get("text_pair"))
 
     @classmethod
     def input_row(cls, row: dict) -> dict:

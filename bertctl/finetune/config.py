@@ -23,9 +23,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from bertctl.config import TrainSettings
-from bertctl.recipe import IntPair, ModelName, OptionalPath, Section
-
 from bertctl.finetune.kinds import ALIASES, KINDS
+from bertctl.recipe import IntPair, ModelName, OptionalPath, Section
 
 
 class ModelSettings(Section):

@@ -27,6 +27,7 @@ from bertctl.errors import BertctlError
 from bertctl.finetune.config import DataSettings
 from bertctl.finetune.kinds import get_task
 
+
 @dataclass
 class Splits:
     train: list[dict]

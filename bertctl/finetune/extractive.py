@@ -84,7 +84,7 @@ class QaTask(Task):
     def predict(self, model, rows, features):
         q = self.recipe.qa
         outputs = batched_outputs(model, features, self.collate, self.recipe.eval_batch_size,
-                                  names=("start_logits", "end_logits"), per_token=True)
+                                  names=self.outputs, per_token=self.per_token)
         answers = qa.best_answers(rows, features, [o[0] for o in outputs], [o[1] for o in outputs],
                                   q.max_answer_length, q.n_best, bool(self.version_2), q.null_threshold)
         return [answers[r["id"]] for r in rows]  # {"text", "start", "end", "score", "null_odds"}

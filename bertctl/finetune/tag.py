@@ -111,15 +111,20 @@ class TagTask(Task):
         loss = F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE, reduction="sum")
         return {"tag": loss}, {}
 
-    def predict(self, model, rows, features):
-        outputs = batched_outputs(model, features, self.collate, self.recipe.eval_batch_size, per_token=True)
+    def word_tags(self, features, outputs) -> list[list[str]]:
+        """Each word's tag: the prediction at its first sub-token; words cut off by
+        max_length (or without a sub-token) get the fallback tag."""
         fallback = self.fallback()
         preds = []
         for out, f in zip(outputs, features):
             ids = out[0].argmax(-1).tolist()  # (T,)
             preds.append([self.labels[ids[p]] if p >= 0 else fallback for p in f["first"]])
-        self._unseen = sum(p < 0 for f in features for p in f["first"])
         return preds
+
+    def predict(self, model, rows, features):
+        outputs = batched_outputs(model, features, self.collate, self.recipe.eval_batch_size, per_token=self.per_token)
+        self._unseen = sum(p < 0 for f in features for p in f["first"])
+        return self.word_tags(features, outputs)
 
     def score(self, rows, predictions):
         out = metrics.tagging([r["tags"] for r in rows], predictions)
@@ -127,14 +132,9 @@ class TagTask(Task):
         return out
 
     def output_records(self, rows, features, outputs):
-        fallback = self.fallback()  # words cut off by max_length
         bio = any(l.startswith(("B-", "I-")) for l in self.labels)
-        out = []
-        for row, feature, o in zip(rows, features, outputs):
-            ids = o[0].argmax(-1).tolist()
-            tags = [self.labels[ids[p]] if p >= 0 else fallback for p in feature["first"]]
-            out.append({"tokens": row["tokens"], "tags": tags, **({"entities": entities(row["tokens"], tags)} if bio else {})})
-        return out
+        return [{"tokens": row["tokens"], "tags": tags, **({"entities": entities(row["tokens"], tags)} if bio else {})}
+                for row, tags in zip(rows, self.word_tags(features, outputs))]
 
     def records(self, rows, predictions):
         return [{"index": i, "tokens": r["tokens"], **({"gold": r["tags"]} if "tags" in r else {}), "prediction": p}
