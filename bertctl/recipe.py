@@ -28,6 +28,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError, ValidationInfo
 
+from bertctl.embedded import EMBEDDED
 from bertctl.errors import BertctlError
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
@@ -67,13 +68,11 @@ OptionalPath = Annotated[str | None, AfterValidator(_resolve_path)]
 # the words a model field takes that are no paths: a folder that happens to be called
 # `scratch` next to the recipe must not hijack `scratch`
 MODEL_KEYWORDS = ("scratch", "auto", "train")
-# the embedded models' names (bertctl.models.EMBEDDED maps them to packages): a folder
-# called `minilm` in the working directory must not hijack the embedded minilm either
-EMBEDDED_NAMES = ("minilm", "all-minilm-l6-v2", "smollm2", "smollm2-135m")
 
 
 def _model_name(value: str, info: ValidationInfo) -> str:
-    if value in MODEL_KEYWORDS or value.lower() in EMBEDDED_NAMES:
+    # nor may a folder called `minilm` in the working directory hijack the embedded minilm
+    if value in MODEL_KEYWORDS or value.lower() in EMBEDDED:
         return value
     return _resolve_path(value, info)
 

@@ -43,7 +43,7 @@ def tiny(tmp_path_factory) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from bertctl.models import embedded_path
+    from bertctl.embedded import embedded_path
 
     tok = AutoTokenizer.from_pretrained(str(embedded_path("minilm")))
     cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,

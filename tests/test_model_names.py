@@ -79,13 +79,12 @@ def test_the_default_model_is_the_newest_finished_pretrain_run_else_minilm(tmp_p
 
 def test_embedded_names_are_not_hijacked_by_a_folder_of_that_name(tmp_path, monkeypatch):
     """A folder called minilm next to the recipe (or in the cwd) must not replace the
-    embedded model; the recipe layer's list of embedded names is the models' own."""
-    from bertctl.models import EMBEDDED
-    from bertctl.recipe import EMBEDDED_NAMES, validate_file
+    embedded model."""
+    from bertctl.embedded import EMBEDDED
+    from bertctl.recipe import validate_file
 
-    assert set(EMBEDDED_NAMES) == set(EMBEDDED)
     monkeypatch.chdir(tmp_path)
-    for name in EMBEDDED_NAMES:
+    for name in EMBEDDED:
         (tmp_path / name).mkdir()
         for text, read in RECIPES.values():
             (tmp_path / "r.yaml").write_text(text.format(name=name), encoding="utf-8")
