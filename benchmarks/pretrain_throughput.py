@@ -4,7 +4,7 @@ The baseline is what examples/pytorch/language-modeling/run_mlm.py does: tokenis
 document, concatenate and cut into blocks of --length ("group_texts"), then
 BertForMaskedLM + DataCollatorForLanguageModeling (15 %, 80/10/10) + Trainer. bertctl
 runs `bertctl.pretraining.run.pretrain` (MLM only, contiguous packing, the masked-only
-prediction head, bf16 autocast). Both get the same model config and initial weights (same
+prediction head, `train.precision: auto`, its default). Both get the same model config and initial weights (same
 seed), the same tokenizer (MiniLM's uncased 30,522-token WordPiece vocabulary by default),
 the same training documents of the generated World corpus, the same batch size, number of
 steps, hence number of tokens, and the same AdamW/linear-schedule settings.
@@ -13,16 +13,17 @@ Throughput is training tokens per second of the training loop (tokenisation excl
 both sides). Quality: both final models are scored as stock BertForMaskedLM on the same
 held-out documents with the same fixed masks (masked-token accuracy). MFU is the model
 FLOPs each side actually needs per second (bertctl: prediction head on masked positions
-only; baseline: head on every position) over the bf16 peak: on a GPU the datasheet's dense
-bf16 figure for its name (H100/H200 SXM 989 TFLOP/s; --peak-tflops to give another), on a
-CPU the best bf16 matmul measured here.
+only; baseline: head on every position) over the peak of the precision that side computed
+in (benchmarks/machine.py): on a GPU the datasheet's dense figure for its name (H100/H200
+SXM bf16 989 TFLOP/s; --peak-tflops to give another), on a CPU the best matmul in that
+precision measured here. Each side runs its defaults: bertctl `auto`, the Trainer fp32.
 
     python benchmarks/pretrain_throughput.py             # ~2-4 minutes on 2 idle CPU cores
     python benchmarks/pretrain_throughput.py --quick     # smoke run (well under a minute)
     python benchmarks/pretrain_throughput.py --steps 300 --hidden 256 --layers 4
-    # BERT-base on one GPU, bf16 both sides (what benchmarks/gpu.sh runs)
+    # BERT-base on one GPU (what benchmarks/gpu.sh runs; also with --baseline-precision bf16)
     python benchmarks/pretrain_throughput.py --hidden 768 --layers 12 --heads 12 --intermediate 3072 \
-        --batch-size 128 --steps 400 --baseline-precision bf16
+        --batch-size 128 --steps 400
 
 Ends with one line: RESULT pretrain_throughput ratio=<bertctl tokens/s / baseline tokens/s> ...
 """
@@ -60,64 +61,23 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=1e-3, help="both sides; at 2e-3 the 30k-vocabulary model tends to stay "
                                                               "longer on the unigram plateau")
     p.add_argument("--warmup", type=float, default=0.06)
-    p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"], help="bertctl's precision")
-    p.add_argument("--baseline-precision", default="fp32", choices=["bf16", "fp32"],
-                   help="the Trainer's precision (run_mlm.py's default is fp32)")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
+                   help="bertctl's precision (default: its default, auto)")
+    p.add_argument("--baseline-precision", default="fp32", choices=["bf16", "fp16", "fp32"],
+                   help="the Trainer's precision (default: its default and run_mlm.py's, fp32)")
     p.add_argument("--eval-sequences", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--compile", action="store_true", help="bertctl with train.compile=true (compile time is counted)")
     p.add_argument("--peak-tflops", type=float, default=0.0,
-                   help="the bf16 peak for MFU in TFLOP/s (default: the datasheet figure of a known GPU, "
-                        "else a measured matmul)")
+                   help="the peak for MFU in TFLOP/s, both sides (default: per side, the datasheet figure of "
+                        "a known GPU for its precision, else a measured matmul in that precision)")
     p.add_argument("--quick", action="store_true", help="smoke run: 12 steps, 1,000 documents")
     p.add_argument("--out", default=None, help="keep the bertctl run folder here (default: a temp folder)")
     args = p.parse_args(argv)
     if args.quick:
         args.steps, args.docs, args.eval_sequences = 12, 1000, 64
     return args
-
-
-# ---------------------------------------------------------------------------- peak
-
-
-# Dense bf16 tensor-core peaks from NVIDIA's datasheets (TFLOP/s, without sparsity): MFU is
-# conventionally against these, not against what a matmul reaches (which flatters MFU).
-GPU_BF16_PEAK_TFLOPS = {"H200": 989.4, "H100 SXM": 989.4, "H100 80GB HBM3": 989.4, "GH200": 989.4,
-                        "H100 NVL": 835.0, "H100 PCIe": 756.0, "H100": 756.0, "A100": 312.0, "L40S": 362.1,
-                        "A10G": 70.0, "L4": 121.0}
-
-
-def bf16_matmul_peak(seconds: float = 2.0, device: str = "cpu") -> float:
-    """FLOP/s of a big bf16 matmul on this machine (the best of several timed runs)."""
-    import torch
-
-    n = 2048 if device == "cpu" else 8192
-    a, b = (torch.randn(n, n, dtype=torch.bfloat16, device=device) for _ in range(2))
-    torch.matmul(a, b)  # warm-up (oneDNN / cuBLAS picks its kernel)
-    best, deadline = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        t = time.perf_counter()
-        torch.matmul(a, b)
-        if device != "cpu":
-            torch.cuda.synchronize()
-        best = max(best, 2 * n ** 3 / (time.perf_counter() - t))
-    return best
-
-
-def bf16_peak(a) -> tuple[float, str]:
-    """(FLOP/s, where the figure comes from) for MFU."""
-    import torch
-
-    if a.peak_tflops:
-        return a.peak_tflops * 1e12, "--peak-tflops"
-    if torch.cuda.is_available():
-        name = torch.cuda.get_device_name()
-        for key, tflops in GPU_BF16_PEAK_TFLOPS.items():  # most specific names first
-            if key in name:
-                return tflops * 1e12, f"datasheet, {name}"
-        return bf16_matmul_peak(device="cuda"), f"measured matmul, {name} (not in the datasheet table)"
-    return bf16_matmul_peak(), "measured matmul, CPU"
 
 
 def train_flops_per_token(a, vocab: int, head_fraction: float) -> float:
@@ -191,7 +151,7 @@ def run_baseline(a, recipe, tokenizer, out: Path) -> dict:
     args = TrainingArguments(
         output_dir=str(out), per_device_train_batch_size=a.batch_size, max_steps=a.steps, learning_rate=a.lr,
         warmup_steps=a.warmup, lr_scheduler_type="linear", weight_decay=0.01, adam_epsilon=1e-6, max_grad_norm=1.0,
-        bf16=a.baseline_precision == "bf16", use_cpu=not torch.cuda.is_available(), seed=a.seed, save_strategy="no",
+        bf16=a.baseline_precision == "bf16", fp16=a.baseline_precision == "fp16", use_cpu=not torch.cuda.is_available(), seed=a.seed, save_strategy="no",
         report_to="none", logging_steps=max(1, a.steps // 10), dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(), disable_tqdm=False,
     )
@@ -241,6 +201,7 @@ def main(argv=None) -> None:
     import torch
     from transformers import AutoModelForMaskedLM
 
+    from benchmarks.machine import peak_flops, tag
     from bertctl.pretraining.corpus import prepare_sequences
     from bertctl.pretraining.run import _tokenizer
     from bertctl.report import print_table
@@ -254,9 +215,6 @@ def main(argv=None) -> None:
     print(f"config: hidden {a.hidden}, {a.layers} layers, {a.heads} heads, length {a.length}, batch {a.batch_size}, "
           f"{a.steps} steps ({a.steps * a.batch_size * a.length:,} tokens), {a.docs} World docs, "
           f"tokenizer {a.tokenizer}, torch threads {torch.get_num_threads()}")
-
-    peak, peak_source = bf16_peak(a)
-    print(f"bf16 peak: {peak / 1e9:.1f} GFLOP/s ({peak_source})")
 
     # tokenizer and token cache first, so neither side's timing includes them
     scratch_run = Run.create(tmp / "prep", "pretrain")
@@ -276,19 +234,25 @@ def main(argv=None) -> None:
     vocab = len(tokenizer)
     mine_flops = train_flops_per_token(a, vocab, head_fraction=recipe.objective.mask_rate)
     base_flops = train_flops_per_token(a, vocab, head_fraction=1.0)
-    mine_mfu = mine["tokens_per_s"] * mine_flops / peak
-    base_mfu = base["tokens_per_s"] * base_flops / peak
+    used = mine["metrics"]["precision"]["used"]
+    mine_peak, mine_source = peak_flops(used, a.peak_tflops)
+    base_peak, base_source = (mine_peak, mine_source) if a.baseline_precision == used else \
+        peak_flops(a.baseline_precision, a.peak_tflops)
+    print(f"peaks: bertctl {used} {mine_peak / 1e9:.1f} GFLOP/s ({mine_source}); baseline {a.baseline_precision} "
+          f"{base_peak / 1e9:.1f} GFLOP/s ({base_source})")
+    mine_mfu = mine["tokens_per_s"] * mine_flops / mine_peak
+    base_mfu = base["tokens_per_s"] * base_flops / base_peak
     ratio = mine["tokens_per_s"] / base["tokens_per_s"]
 
     rows = [
-        {"name": f"bertctl ({a.precision}, masked-only head)", "tokens/s": mine["tokens_per_s"],
+        {"name": f"bertctl ({a.precision} -> {used}, masked-only head)", "tokens/s": mine["tokens_per_s"],
          "held-out masked acc": mine_acc, "held-out MLM loss": mine_loss, "MFU": mine_mfu, "wall s": mine_wall},
         {"name": f"HF Trainer run_mlm ({a.baseline_precision})", "tokens/s": base["tokens_per_s"],
          "held-out masked acc": base_acc, "held-out MLM loss": base_loss, "MFU": base_mfu, "wall s": base_wall},
     ]
     print_table("MLM pretraining throughput (same config, corpus, tokens)", rows,
                 ["name", "tokens/s", "held-out masked acc", "held-out MLM loss", "MFU", "wall s"],
-                caption=f"unigram baseline accuracy {unigram:.4f}; bf16 peak {peak / 1e9:.1f} GFLOP/s; "
+                caption=f"unigram baseline accuracy {unigram:.4f}; MFU against each side's precision's peak; "
                         f"{len(train):,} bertctl / {base['sequences']:,} baseline training sequences")
     (tmp / "result.json").write_text(json.dumps({"ratio": ratio, "rows": rows, "args": vars(a)}, default=str, indent=2))
     informative = max(mine_acc, base_acc) > unigram + 0.01
@@ -300,9 +264,9 @@ def main(argv=None) -> None:
           f"unigram_acc={unigram:.4f} acc_no_worse={'yes' if mine_acc >= base_acc else 'no'} "
           f"acc_informative={'yes' if informative else 'no'} "
           f"bertctl_mlm_loss={mine_loss:.4f} baseline_mlm_loss={base_loss:.4f} "
-          f"bertctl_mfu={mine_mfu:.3f} baseline_mfu={base_mfu:.3f} peak_bf16_gflops={peak / 1e9:.1f} "
-          f"steps={a.steps} tokens={a.steps * a.batch_size * a.length} "
-          f"device={torch.cuda.get_device_name().replace(' ', '_') if torch.cuda.is_available() else 'cpu'}")
+          f"bertctl_mfu={mine_mfu:.3f} baseline_mfu={base_mfu:.3f} "
+          f"peak_gflops={mine_peak / 1e9:.1f}/{base_peak / 1e9:.1f} precision={used}/{a.baseline_precision} "
+          f"steps={a.steps} tokens={a.steps * a.batch_size * a.length} {tag()}")
 
 
 if __name__ == "__main__":

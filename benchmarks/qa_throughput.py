@@ -12,7 +12,7 @@ warm-up and weight decay, one process, in one run:
   positions labelled as run_qa labels them, random batches, fp32 (the Trainer's
   default; --baseline-precision bf16 to change it). The baseline of the ratio.
 - bertctl (`bertctl.finetune.run.finetune`): windows padded only to the longest of their
-  batch, seeded length-grouped batches, bf16 autocast.
+  batch, seeded length-grouped batches, `train.precision: auto` (its default).
 
 Throughput is training windows per second of each training loop (both sides cut the
 same questions into the same windows); tokenisation and evaluation are excluded.
@@ -57,8 +57,10 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=float, default=0.1)
     p.add_argument("--max-length", type=int, default=384)
     p.add_argument("--doc-stride", type=int, default=128)
-    p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"], help="bertctl's precision")
-    p.add_argument("--baseline-precision", default="fp32", choices=["bf16", "fp32"], help="the Trainer's (default fp32)")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
+                   help="bertctl's precision (default: its default, auto)")
+    p.add_argument("--baseline-precision", default="fp32", choices=["bf16", "fp16", "fp32"],
+                   help="the Trainer's (default: its default, fp32)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--quick", action="store_true", help="smoke run: 64 questions, 32 dev questions")
@@ -155,7 +157,7 @@ def run_trainer(args, train, dev, model_path: str) -> dict:
             output_dir=tmp, per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=128,
             learning_rate=args.lr, num_train_epochs=args.epochs, warmup_steps=args.warmup, weight_decay=0.01,
             lr_scheduler_type="linear", max_grad_norm=1.0, seed=args.seed,
-            bf16=args.baseline_precision == "bf16", save_strategy="no", eval_strategy="no", logging_strategy="no",
+            bf16=args.baseline_precision == "bf16", fp16=args.baseline_precision == "fp16", save_strategy="no", eval_strategy="no", logging_strategy="no",
             report_to=[], disable_tqdm=True, use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0)
         trainer = Trainer(model=model, args=targs, train_dataset=train_ds, data_collator=default_data_collator)
         out = trainer.train()
@@ -189,7 +191,8 @@ def run_bertctl(args, train, dev, model_path: str, folder: Path) -> dict:
     dev_metrics = finetune(recipe, Run.create(folder / "run", "finetune"), quiet=True)
     summary = read_json(folder / "run" / "metrics.json")
     return {"windows": round(summary["train_samples_per_s"] * summary["train_seconds"] / args.epochs),
-            "windows_per_s": summary["train_samples_per_s"], "seconds": summary["train_seconds"], **dev_metrics}
+            "windows_per_s": summary["train_samples_per_s"], "seconds": summary["train_seconds"],
+            "precision": summary["precision"]["used"], **dev_metrics}
 
 
 def padding_report(args, train, model_path: str) -> dict:
@@ -210,6 +213,8 @@ def padding_report(args, train, model_path: str) -> dict:
 def main(argv=None) -> None:
     args = parse_args(argv)
     import torch
+
+    from benchmarks.machine import tag
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -234,7 +239,7 @@ def main(argv=None) -> None:
     t = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         ours = run_bertctl(args, train, dev, model_path, Path(tmp))
-    print(f"bertctl finetune --task qa ({args.precision}, length-grouped): {ours['windows_per_s']:.2f} windows/s, "
+    print(f"bertctl finetune --task qa ({args.precision} -> {ours['precision']}, length-grouped): {ours['windows_per_s']:.2f} windows/s, "
           f"F1 {ours['f1']:.2f} EM {ours['exact_match']:.2f} ({time.perf_counter() - t:.0f} s)", flush=True)
 
     ratio = ours["windows_per_s"] / trainer["windows_per_s"]
@@ -245,7 +250,8 @@ def main(argv=None) -> None:
           f"bertctl_windows_per_s={ours['windows_per_s']:.2f} trainer_windows_per_s={trainer['windows_per_s']:.2f} "
           f"bertctl_f1={ours['f1']:.2f} trainer_f1={trainer['f1']:.2f} bertctl_em={ours['exact_match']:.2f} "
           f"trainer_em={trainer['exact_match']:.2f} rows={len(train)} dev_rows={len(dev)} windows={pad['windows']} "
-          f"epochs={args.epochs} batch={args.batch_size} precision={args.precision}/{args.baseline_precision}")
+          f"epochs={args.epochs} batch={args.batch_size} precision={ours['precision']}/{args.baseline_precision} "
+          f"{tag()}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ class TrainSettings(Section):
     warmup: float = Field(0.06, ge=0, le=1, description="fraction of steps with linear warm-up")
     schedule: Literal["linear", "cosine", "constant"] = "linear"
     max_grad_norm: float | None = Field(1.0, gt=0)
-    precision: Precision = "bf16"
+    precision: Precision = Field("auto", description="auto: bf16 where the hardware computes it natively, "
+                                                     "fp16 on a CUDA GPU without bf16, else fp32")
     seed: int = 0
     log_every: int = Field(10, gt=0)
     eval_every: int = Field(0, ge=0, description="steps between evaluations; 0 = each epoch end and at the end")

@@ -64,6 +64,14 @@ def front_matter(*, library: str, base_model: str | None, datasets: list[str], p
     return f"---\n{data.to_yaml()}\n---\n"
 
 
+def precision_line(metrics: dict) -> list[str]:
+    """The card's line on the precision the run trained in (older runs recorded none)."""
+    p = metrics.get("precision")
+    if not isinstance(p, dict) or "used" not in p:
+        return []
+    return [f"precision: {p['used']} (asked: {p.get('requested')}; {p.get('reason')})"]
+
+
 def _table(metrics: dict) -> str:
     rows = "".join(f"| {k} | {v:.4f} |\n" if isinstance(v, float) else f"| {k} | {v} |\n"
                    for k, v in _numbers(metrics).items())
@@ -105,7 +113,8 @@ def finetune_card(run: Run, recipe, summary: dict, task) -> list[Path]:
                 f"{summary['train_samples_per_s']} samples/s)",
                 f"data: {summary['n_train']} train ({summary['data'].get('train', '')}), "
                 f"{summary['n_dev']} dev ({summary['data'].get('dev', '')})",
-                f"trainable parameters: {summary['trainable_params']:,} of {summary['total_params']:,}"]
+                f"trainable parameters: {summary['trainable_params']:,} of {summary['total_params']:,}",
+                *precision_line(summary)]
     intro = (f"`{summary['task']}` ({kind}) fine-tuned from {base or summary['model']} with {method} "
              f"fine-tuning by bertctl (`bertctl finetune`).")
     written = []
@@ -146,7 +155,7 @@ def pretrain_card(run: Run, recipe, metrics: dict) -> list[Path]:
     training = [f"training time: {metrics.get('train_seconds')} s ({metrics.get('step')} steps, "
                 f"{metrics.get('tokens_per_s')} tokens/s)",
                 f"data: {metrics.get('train_sequences')} training / {metrics.get('heldout_sequences')} held-out "
-                f"sequences from {source}", f"parameters: {metrics.get('parameters'):,}"]
+                f"sequences from {source}", f"parameters: {metrics.get('parameters'):,}", *precision_line(metrics)]
     usage = (f'```python\nfrom transformers import pipeline\npipe = pipeline("{pipeline_tag}", model="PATH_OR_REPO")\n```')
     front = front_matter(library="transformers", base_model=base, datasets=[], pipeline_tag=pipeline_tag,
                          tags=["bertctl", "pretraining", metrics.get("objective", "")], name=run.path.name,

@@ -59,12 +59,13 @@ class Predictor:
     task: object
     tokenizer: object
     model: object
-    precision: str
+    precision: object  # a bertctl.precision.Precision, resolved on the device the model sits on
     batch_size: int
     source: str = ""
 
     @classmethod
     def load(cls, path, batch_size: int | None = None, precision: str | None = None) -> "Predictor":
+        """`precision`: auto, bf16, fp16 or fp32; None = the run's train.precision."""
         from bertctl.finetune import methods
         from bertctl.finetune.kinds import get_task
         from bertctl.finetune.run import load_run_recipe
@@ -87,7 +88,10 @@ class Predictor:
         model.eval()
         task.fit_length(tokenizer, model.config)
         task.restore(run_dir)
-        return cls(task, tokenizer, model, precision or recipe.train.precision,
+        from bertctl.precision import resolve
+
+        resolved = resolve(precision or recipe.train.precision, next(model.parameters()).device)
+        return cls(task, tokenizer, model, resolved,
                    batch_size or recipe.eval_batch_size, str(run_dir))
 
     # ------------------------------------------------------------------ one chunk

@@ -82,7 +82,8 @@ def _model_name(value: str, info: ValidationInfo) -> str:
 # (minilm, smollm2) or a keyword of the field. A relative path resolves like PathStr:
 # against the recipe's folder (overrides: the current directory).
 ModelName = Annotated[str, AfterValidator(_model_name)]
-Precision = Literal["bf16", "fp32", "fp16"]
+# auto: the fastest correct format for the hardware the command runs on (bertctl/precision.py)
+Precision = Literal["auto", "bf16", "fp32", "fp16"]
 # YAML has no tuples: a recipe writes [0, -1] (strict mode alone would refuse the list)
 IntPair = Annotated[tuple[int, int], BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v)]
 

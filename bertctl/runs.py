@@ -9,7 +9,8 @@ Layout of a run folder:
     checkpoints/step-000200/   model.safetensors, optimizer.safetensors, state.json
     model/             final model in Hugging Face format (safetensors + tokenizer)
     run.json           what the folder is: command, status (running/finished/failed),
-                       times, and fingerprints of the input files (checked on --resume)
+                       times, fingerprints of the input files (checked on --resume), and
+                       the precision the hardware resolved (`used`, `requested`, `reason`)
     .bertctl.lock      while a command runs: its pid and host (see `_acquire_lock`)
 
 Every file is written to a temporary name and moved into place with `os.replace`, and a
@@ -90,6 +91,7 @@ class Run:
         self.started = False  # start() ran: training state may have changed since
         self.fresh = False  # a new run (not --resume): its run.json is this process's to update
         self._lock_fd: int | None = None
+        self._facts: dict = {}  # see note()
 
     # -------------------------------------------------------------------- creation
     @classmethod
@@ -202,9 +204,16 @@ class Run:
             self._update_record(inputs={name: fingerprint(p) for name, p in inputs.items()})
         self.started = True
 
+    def note(self, **facts) -> None:
+        """Facts learnt while running (e.g. the resolved precision) for run.json: written at
+        once on a new run; on --resume at the end, as a refused resume changes only log.txt."""
+        self._facts.update(facts)
+        if self.fresh:
+            self._update_record(**facts)
+
     def finish(self) -> None:
         """The run completed: say so in run.json and give the folder back."""
-        self._update_record(status="finished", finished=_now())
+        self._update_record(**self._facts, status="finished", finished=_now())
         self._release()
         if self in _ACTIVE:
             _ACTIVE.remove(self)
@@ -218,7 +227,7 @@ class Run:
                 return
             if error is None:
                 if self.record().get("status") == "running":
-                    self._update_record(status="finished", finished=_now())
+                    self._update_record(**self._facts, status="finished", finished=_now())
                 return
             line = error.line() if isinstance(error, BertctlError) else f"{type(error).__name__}: {error}"
             stopped = isinstance(error, KeyboardInterrupt) or getattr(error, "exit_code", 2) == 130

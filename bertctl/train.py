@@ -48,6 +48,7 @@ from bertctl.checkpoints import PLAIN, full_state_dict, load_checkpoint, save_ch
 from bertctl.config import TrainSettings
 from bertctl.distributed import process_state
 from bertctl.errors import BertctlError
+from bertctl.precision import Precision, announce, resolve
 from bertctl.runs import Run
 
 
@@ -78,6 +79,7 @@ class FitResult:
     # in model.state_dict()), for rank 0 to pass to save_pretrained(state_dict=) (other ranks: ignore).
     # None for one process or DDP, where the model itself holds everything.
     state_dict: dict | None = None
+    precision: Precision | None = None  # what train.precision resolved to on this hardware
 
     @property
     def tokens_per_s(self) -> float:
@@ -99,6 +101,35 @@ def make_accelerator(precision: str, **extra):
     # fp16 needs a grad scaler (accelerate's); bf16 and fp32 are plain autocast / no-ops.
     return Accelerator(mixed_precision="no" if precision == "fp32" else precision, split_batches=False,
                        cpu=state.device.type == "cpu" and state.num_processes > 1, **extra)  # extra: trackers
+
+
+def resolved_precision(requested: str, run: Run) -> Precision:
+    """train.precision on the device this process trains on: said once on stderr, kept in
+    log.txt and run.json (see bertctl.precision)."""
+    from bertctl.console import say
+
+    precision = resolve(requested, process_state().device)
+    run.log(precision.line() + (f"; warning: {precision.warning}" if precision.warning else ""))
+    run.note(precision=precision.record())
+    if run.main:
+        announce(precision, lambda text: say(text, stderr=True, soft_wrap=True))
+    return precision
+
+
+def configure_deepspeed(acc, s: TrainSettings, world: int, run: Run) -> None:
+    """DeepSpeed sizes its batches from a DataLoader passed to prepare(), and bertctl builds
+    its own batches: give it the recipe's micro-batch per process, accumulation steps and
+    clipping instead (the recipe wins over the accelerate config file's values, and says so)."""
+    config = acc.state.deepspeed_plugin.deepspeed_config
+    wanted = {"train_micro_batch_size_per_gpu": s.batch_size // world, "gradient_accumulation_steps": s.grad_accum,
+              "train_batch_size": s.batch_size * s.grad_accum, "gradient_clipping": s.max_grad_norm or 0.0}
+    overruled = [f"{k} {config[k]} -> {v}" for k, v in wanted.items()
+                 if config.get(k, "auto") not in ("auto", v)]
+    config.update(wanted)
+    acc.gradient_accumulation_steps = s.grad_accum
+    run.log("DeepSpeed: micro-batch {train_micro_batch_size_per_gpu} per process, {gradient_accumulation_steps} "
+            "accumulation step(s), clipping {gradient_clipping}".format(**wanted)
+            + (f" (from the recipe; the accelerate config said otherwise: {'; '.join(overruled)})" if overruled else ""))
 
 
 def make_optimizer(model: torch.nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
@@ -209,7 +240,8 @@ def fit(model: torch.nn.Module, job: Job, s: TrainSettings, run: Run, resume: bo
 
     tracking.check_installed(s.report_to)
     torch.manual_seed(s.seed)
-    acc = make_accelerator(s.precision, **tracking.accelerator_kwargs(s.report_to, run))
+    precision = resolved_precision(s.precision, run)
+    acc = make_accelerator(precision.name, **tracking.accelerator_kwargs(s.report_to, run))
     trackers = tracking.Trackers(acc, s.report_to, run)
     rank, world = acc.process_index, acc.num_processes
     if s.batch_size % world:
@@ -227,6 +259,9 @@ def fit(model: torch.nn.Module, job: Job, s: TrainSettings, run: Run, resume: bo
         # holding flat shards: the first evaluation would fail ("'weight' must be 2-D")
         raise BertctlError("FSDP1 (fsdp_version: 1) is not supported", fix="set fsdp_version: 2 in the accelerate config "
                            "(as docs/accelerate/fsdp.yaml does), or use DDP")
+    deepspeed = acc.distributed_type == DistributedType.DEEPSPEED
+    if deepspeed:
+        configure_deepspeed(acc, s, world, run)
 
     # plan: how many optimizer steps in all, and where evaluations/checkpoints happen
     steps_per_epoch = max(1, len(job.batches(0)) // s.grad_accum)
@@ -289,7 +324,7 @@ def fit(model: torch.nn.Module, job: Job, s: TrainSettings, run: Run, resume: bo
                 + (f" (last good checkpoint: {last})" if last else ""),
                 # not "--resume": a resumed run keeps the recipe (and learning rate) it started with
                 fix="start a new run (another --out) with a lower train.lr or a larger train.warmup"
-                    + (" or train.precision=fp32" if s.precision != "fp32" else ""))
+                    + (" or train.precision=fp32" if precision.name != "fp32" else ""))
 
     progress = _progress(run.main, describe, total, step)
     seen_tokens = seen_samples = 0
@@ -316,11 +351,16 @@ def fit(model: torch.nn.Module, job: Job, s: TrainSettings, run: Run, resume: bo
                 counts = _global_counts(units, acc)
                 step_loss, extras = torch.zeros((), device=acc.device), {}
                 for i, mb in enumerate(micro):
-                    sync = acc.no_sync(model) if i < len(micro) - 1 else _nullcontext()
+                    last = i == len(micro) - 1
+                    sync = acc.no_sync(model) if not last else _nullcontext()
+                    if deepspeed:  # DeepSpeed's engine steps inside backward() unless told this is not the last
+                        acc.gradient_state._set_sync_gradients(last)
                     with sync, acc.autocast():
                         sums, extras = job.losses(model, mb)
                         loss = sum(sums[k] / counts[k] for k in sums)
-                    acc.backward(loss * world)  # DDP averages gradients over ranks; undo that
+                    # DDP averages gradients over ranks, and DeepSpeed also divides by its accumulation
+                    # steps: the loss is already the global batch's mean, so undo both
+                    acc.backward(loss * world * (s.grad_accum if deepspeed else 1))
                     step_loss += loss.detach().float()
                 if s.max_grad_norm:
                     acc.clip_grad_norm_(model.parameters(), s.max_grad_norm)
@@ -372,7 +412,7 @@ def fit(model: torch.nn.Module, job: Job, s: TrainSettings, run: Run, resume: bo
     seconds = time.perf_counter() - t0
     final = evals[-1] if evals else {}
     gathered = full_state_dict(held, kind, acc)  # collective under FSDP/DeepSpeed; None otherwise
-    return FitResult(step, seconds, seen_tokens * world, seen_samples * world, evals, final, gathered)
+    return FitResult(step, seconds, seen_tokens * world, seen_samples * world, evals, final, gathered, precision)
 
 
 def _global_counts(per_micro: list[dict[str, int]], acc) -> dict:

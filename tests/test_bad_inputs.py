@@ -642,7 +642,7 @@ def _(d, fx):
     return ["pretrain", str(write(d / "lr.yaml", "command: pretrain\ntrain:\n  lr: '0.1'\n"))]
 
 
-@row("a number for a choice", r"train\.precision: input should be 'bf16', 'fp32' or 'fp16', got 16")
+@row("a number for a choice", r"train\.precision: input should be 'auto', 'bf16', 'fp32' or 'fp16', got 16")
 def _(d, fx):
     return ["pretrain", "train.precision=16"]
 

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from bertctl.errors import BertctlError
+from bertctl.precision import resolve
 from bertctl.runs import Run
 
 from .helpers import recipe
@@ -142,7 +143,7 @@ def test_qa_model_reloads_with_auto_class_and_gives_the_same_answers(tmp_path, t
     task.setup(tok)
     dev = load_splits(r.data, "qa").dev
     task.observe(dev)
-    with inference(model, "fp32"):
+    with inference(model, resolve(r.train.precision)):
         answers = task.predict(model, dev, task.encode(tok, dev, train=False))
     assert [a["text"] for a in answers] == [p["prediction"] for p in _lines(tmp_path / "qa" / "predictions_dev.jsonl")]
 

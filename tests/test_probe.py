@@ -24,7 +24,7 @@ def tiny_encoder(tokenizer=None, seed=0, layers=2):
     torch.manual_seed(seed)
     cfg = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
                      intermediate_size=64, max_position_embeddings=64)
-    return wrap(BertModel(cfg), tokenizer, "tiny", "cpu")
+    return wrap(BertModel(cfg), tokenizer, "tiny", "cpu", precision="fp32")  # exact references below
 
 
 def hidden(enc, text):
@@ -373,7 +373,7 @@ def test_cls_pooling_of_a_causal_model_takes_the_last_real_token():
 
     tok = tiny_tokenizer()
     torch.manual_seed(0)
-    enc = wrap(GPT2Model(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=32)), tok, "gpt", "cpu")
+    enc = wrap(GPT2Model(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=32)), tok, "gpt", "cpu", precision="fp32")
     texts = ["i ate an apple pie", "good pie"]
     X = sentence_features(enc, texts, pool="cls")
     assert X.shape == (3, 2, 32)

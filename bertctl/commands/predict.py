@@ -46,6 +46,9 @@ def predict(
     rows = read_rows(input, recipe.kind, columns, fmt)  # a missing file fails here, before the model loads
     err = console(stderr=True, soft_wrap=True)
     predictor = Predictor.load(run_dir, batch_size)
+    from bertctl.precision import announce
+
+    announce(predictor.precision, lambda text: err.print(f"[dim]{text}[/]"))
     t0 = time.perf_counter()
     target = out.with_name(f".{out.name}.tmp-{os.getpid()}") if out else None
     sink = open(target, "w", encoding="utf-8") if target else sys.stdout

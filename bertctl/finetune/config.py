@@ -123,7 +123,8 @@ class QuantSettings(Section):
     bits: Literal[4, 8] = 4
     quant_type: Literal["nf4", "fp4"] = "nf4"
     double_quant: bool = True
-    compute_dtype: Literal["bf16", "fp32"] = "bf16"
+    compute_dtype: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 where the hardware "
+                                                                           "computes it natively, else fp32")
 
 
 class QaSettings(Section):

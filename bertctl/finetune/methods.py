@@ -114,16 +114,16 @@ def new_modules(loading: dict) -> list[str]:
 
 
 def quant_config(recipe):
-    import torch
-
     try:
         import bitsandbytes  # noqa: F401
     except ImportError as e:
         raise _quant_error(recipe, e) from None
     from transformers import BitsAndBytesConfig
 
+    from bertctl.precision import resolve
+
     q = recipe.quant
-    compute = torch.bfloat16 if q.compute_dtype == "bf16" else torch.float32
+    compute = resolve(q.compute_dtype).dtype  # auto: bf16 where native, fp16 on an older GPU, else fp32
     return BitsAndBytesConfig(load_in_4bit=q.bits == 4, load_in_8bit=q.bits == 8, bnb_4bit_quant_type=q.quant_type,
                               bnb_4bit_use_double_quant=q.double_quant, bnb_4bit_compute_dtype=compute,
                               llm_int8_skip_modules=HEAD_MODULES)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Callable
 
 from bertctl.errors import BertctlError
+from bertctl.precision import Precision, announce, resolve
 from bertctl.runs import Run, read_json
 from bertctl.finetune import data as data_mod
 from bertctl.finetune.base import length_grouped_batches, unk_rate
@@ -66,15 +67,15 @@ def write_recipe(run: Run, recipe: FinetuneRecipe, line: str = "bertctl finetune
 
 
 @contextmanager
-def inference(model, precision: str):
-    """No gradients, eval mode, and the run's autocast (bf16 on CPU or GPU)."""
+def inference(model, precision: Precision):
+    """No gradients, eval mode, and the resolved precision's autocast (bf16/fp16, or none)."""
     import torch
 
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with torch.no_grad(), torch.autocast(device.type, dtype=precision.dtype, enabled=precision.autocast):
             yield
     finally:
         model.train(was_training)
@@ -196,7 +197,7 @@ def train_one(recipe: FinetuneRecipe, run: Run, resume: bool, say: Callable[[str
     model = _unwrap(model)
 
     if state["predictions"] is None:  # resumed a finished run: the loop had nothing left to do
-        with inference(model, s.precision):
+        with inference(model, result.precision):
             state["predictions"] = task.predict(model, splits.dev, dev_features)
     dev = task.score(splits.dev, state["predictions"])
     dev.pop("train_loss", None)
@@ -207,7 +208,7 @@ def train_one(recipe: FinetuneRecipe, run: Run, resume: bool, say: Callable[[str
     write_predictions(run, task, "dev", splits.dev, state["predictions"])
     test = None
     if splits.test:
-        test_predictions = _predict(model, task, tokenizer, splits.test, s.precision)
+        test_predictions = _predict(model, task, tokenizer, splits.test, result.precision)
         write_predictions(run, task, "test", splits.test, test_predictions)
         if task.labelled(splits.test):
             test = task.score(splits.test, test_predictions)
@@ -229,6 +230,7 @@ def train_one(recipe: FinetuneRecipe, run: Run, resume: bool, say: Callable[[str
         "train_samples_per_s": round(result.samples / train_seconds, 2),
         "train_tokens_per_s": round(result.tokens / train_seconds, 1),
         "trainable_params": info["trainable_params"], "total_params": info["total_params"],
+        "precision": result.precision.record(),
     }
     run.write_json("metrics.json", summary)
     from bertctl.modelcard import finetune_card
@@ -256,7 +258,7 @@ def _unwrap(model):
     return getattr(model, "module", model)
 
 
-def _predict(model, task, tokenizer, rows: list[dict], precision: str) -> list:
+def _predict(model, task, tokenizer, rows: list[dict], precision: Precision) -> list:
     features = task.encode(tokenizer, rows, train=False)
     with inference(model, precision):
         return task.predict(model, rows, features)
@@ -392,6 +394,7 @@ class _Evaluator:
         self.tokenizer = load_tokenizer(ModelSource(str(run_dir / "model"), "local", str(run_dir / "model")),
                                         recipe.model.trust_remote_code)
         self.model = methods.load_trained(run_dir / "model", recipe, self._task(recipe))
+        self.precision = resolve(recipe.train.precision, next(self.model.parameters()).device)
         self.recipe = recipe  # the recipe of the overrides given (the first file's, for several)
 
     def _task(self, recipe):
@@ -413,14 +416,16 @@ class _Evaluator:
         unk = unk_rate(self.tokenizer, task.texts(splits.dev))
         say(f"eval-only: {self.run_dir} on {len(splits.dev)} rows of {splits.names['dev']}"
             + (f" ([UNK] {unk:.1%} of tokens)" if unk else ""))
-        predictions = _predict(self.model, task, self.tokenizer, splits.dev, recipe.train.precision)
+        announce(self.precision, say)
+        predictions = _predict(self.model, task, self.tokenizer, splits.dev, self.precision)
         scores = task.score(splits.dev, predictions)
         write_predictions(run, task, name, splits.dev, predictions)
         summary = {"task": recipe.task, "kind": kind, "model": str(self.run_dir), "main_metric": task.main_metric,
                    "split": name, name: scores, f"n_{name}": len(splits.dev), "unk_rate": unk,
-                   "data": splits.names, "notes": splits.notes, "bad_rows": splits.bad_rows}
+                   "data": splits.names, "notes": splits.notes, "bad_rows": splits.bad_rows,
+                   "precision": self.precision.record()}
         if splits.test:
-            test_predictions = _predict(self.model, task, self.tokenizer, splits.test, recipe.train.precision)
+            test_predictions = _predict(self.model, task, self.tokenizer, splits.test, self.precision)
             write_predictions(run, task, "test", splits.test, test_predictions)
             if task.labelled(splits.test):
                 summary["test"] = task.score(splits.test, test_predictions)

@@ -294,7 +294,7 @@ def pretrain(recipe, run, resume: bool = False) -> dict:
     metrics = {**final, **evaluate.baselines(), "step": result.steps,
                "tokens_per_s": round(result.tokens_per_s, 1), "train_seconds": round(result.seconds, 1),
                "parameters": n_params, "train_sequences": len(train), "heldout_sequences": evaluate.n,
-               "vocab_size": len(tokenizer), "objective": _describe(obj)}
+               "vocab_size": len(tokenizer), "objective": _describe(obj), "precision": result.precision.record()}
     _save_final(model, tokenizer, run, result.state_dict)
     run.write_json("metrics.json", metrics)
     from bertctl.modelcard import pretrain_card

@@ -205,7 +205,7 @@ def align(enc: Encoder, lexicon: list[tuple[str, str]], sentences_a: list[str] |
     translations = [{"b": list_b[b], "gold": gold[b], "plain": list_a[cand[plain[b]]],
                      "shifted": list_a[cand[shifted[b]]]} for b in sorted(gold)]
     return {
-        "model": enc.label, "vectors": vectors, "layer": None if vectors == "static" else chosen,
+        "model": enc.label, "precision": enc.precision.name, "vectors": vectors, "layer": None if vectors == "static" else chosen,
         "layer_rule": str(layer), "pairs_in_lexicon": len(lexicon), "pairs_used": len(kept),
         "pairs_missing": len(set(lexicon)) - len(kept),
         "mean_occurrences_a": float(np.mean([count_a[a] for a in list_a])),
@@ -285,7 +285,8 @@ def main(recipe, out=None) -> dict:
 
     block = recipe.align
     lexicon, sa, sb, origin = lexicon_and_sentences(block)
-    enc = load_encoder(model_name(recipe), recipe.device, recipe.model.trust_remote_code, recipe.model.allow_pickle)
+    enc = load_encoder(model_name(recipe), recipe.device, recipe.model.trust_remote_code, recipe.model.allow_pickle,
+                       recipe.precision)
     run = start(recipe, "align", out)
     result = align(enc, lexicon, sa, sb, block.vectors, block.layer, block.max_occurrences, recipe.batch_size,
                    recipe.max_length)

@@ -75,7 +75,7 @@ def eval_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return curves
 
 
-def load_step(run_dir: Path, checkpoint: Path, tokenizer, device: str) -> Encoder:
+def load_step(run_dir: Path, checkpoint: Path, tokenizer, device: str, precision: str = "auto") -> Encoder:
     """One checkpoint as a bare encoder (the pretraining heads are not needed)."""
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
@@ -84,7 +84,7 @@ def load_step(run_dir: Path, checkpoint: Path, tokenizer, device: str) -> Encode
 
     hf_logging.set_verbosity_error()
     model = load_checkpoint_model(run_dir, checkpoint, AutoModel)
-    return wrap(model, tokenizer, f"{run_dir.name} {checkpoint.name}", device)
+    return wrap(model, tokenizer, f"{run_dir.name} {checkpoint.name}", device, precision)
 
 
 def run_tokenizer(run_dir: Path):
@@ -154,14 +154,14 @@ def checkpoints(run_dir: Path, block, recipe, log=lambda line: None) -> dict:
     probes = Probes(block, recipe)
     rows = []
     if block.include_init:
-        first = load_step(run_dir, steps[0][1], tokenizer, recipe.device)
+        first = load_step(run_dir, steps[0][1], tokenizer, recipe.device, recipe.precision)
         init = random_like(first, recipe.seed)
         del first
         log(f"step 0 (random init, seed {recipe.seed})")
         rows.append({"step": 0, "checkpoint": None, **probes.measure(init)})
     for step, folder in steps:
         log(f"step {step} ({folder.name})")
-        rows.append({"step": step, "checkpoint": str(folder), **probes.measure(load_step(run_dir, folder, tokenizer, recipe.device))})
+        rows.append({"step": step, "checkpoint": str(folder), **probes.measure(load_step(run_dir, folder, tokenizer, recipe.device, recipe.precision))})
     n_layers = len(next(iter(v for k, v in rows[-1].items() if k in PROPERTY_LABEL)))
     curves = {}
     for prop in block.properties:

@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from bertctl.recipe import ModelName, OptionalPath, Section
+from bertctl.recipe import ModelName, OptionalPath, Precision, Section
 
 Subcommand = Literal["similarity", "layers", "checkpoints", "align"]
 
@@ -117,6 +117,7 @@ class ProbeRecipe(Section):
     subcommand: Subcommand | None = None
     model: ModelRef = ModelRef()
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Precision = Field("auto", description="auto: bf16 where the hardware computes it natively, else fp32")
     batch_size: int = Field(32, gt=0)
     max_length: int = Field(128, gt=8)
     seed: int = 0

@@ -40,6 +40,17 @@ class Encoder:
     tokenizer: object
     label: str
     device: str
+    precision: object = None  # a bertctl.precision.Precision (None: fp32)
+
+    def hidden_states(self, batch: dict):
+        """The model's outputs with every layer's hidden states: no gradients, in the
+        probe's precision (autocast); callers turn them into float32."""
+        import torch
+
+        p = self.precision
+        with torch.no_grad(), torch.autocast(self.device.split(":")[0], dtype=p.dtype if p else torch.float32,
+                                             enabled=bool(p and p.autocast)):
+            return self.model(**batch, output_hidden_states=True)
 
     @property
     def n_layers(self) -> int:
@@ -65,7 +76,7 @@ def pick_device(device: str) -> str:
 
 
 def load_encoder(name_or_path: str, device: str = "auto", trust_remote_code: bool = False,
-                 allow_pickle: bool = False) -> Encoder:
+                 allow_pickle: bool = False, precision: str = "auto") -> Encoder:
     """A model (bertctl run folder, local folder, hub id or embedded name) as a bare encoder."""
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
@@ -82,16 +93,21 @@ def load_encoder(name_or_path: str, device: str = "auto", trust_remote_code: boo
                            fix="pass a BERT-style model folder, a bertctl run folder or 'minilm'")
     tokenizer = load_tokenizer(source, trust_remote_code)
     model = load_model(AutoModel, source, trust_remote_code, allow_pickle)
-    return wrap(model, tokenizer, source.label, device)
+    return wrap(model, tokenizer, source.label, device, precision)
 
 
-def wrap(model, tokenizer, label: str, device: str = "auto") -> Encoder:
+def wrap(model, tokenizer, label: str, device: str = "auto", precision="auto") -> Encoder:
+    """`precision`: auto/bf16/fp16/fp32, or an already resolved Precision."""
+    from bertctl.precision import Precision, resolve
+
     check_fast(tokenizer, label)
     if tokenizer.pad_token is None:  # GPT-style tokenizers: padding is masked out anyway
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     device = pick_device(device)
     model.to(device).eval()
-    return Encoder(model, tokenizer, label, device)
+    if not isinstance(precision, Precision):
+        precision = resolve(precision, device)
+    return Encoder(model, tokenizer, label, device, precision)
 
 
 def check_fast(tokenizer, label: str) -> None:
@@ -111,7 +127,8 @@ def random_like(enc: Encoder, seed: int = 0) -> Encoder:
 
     torch.manual_seed(seed)
     model = AutoModel.from_config(enc.model.config)
-    return wrap(model, enc.tokenizer, f"random init ({enc.model.config.model_type}, seed {seed})", enc.device)
+    return wrap(model, enc.tokenizer, f"random init ({enc.model.config.model_type}, seed {seed})", enc.device,
+                enc.precision)
 
 
 # -------------------------------------------------------------- finding the words
@@ -239,8 +256,8 @@ def span_features(enc: Encoder, texts: Sequence[str], spans: Sequence[Sequence[S
                     unk[targets[r]] = unk_id is not None and any(int(batch["input_ids"][b, t]) == unk_id for t in idx)
                 r += 1
         batch = {k: v.to(enc.device) for k, v in batch.items()}
+        out = enc.hidden_states(batch)
         with torch.no_grad():
-            out = enc.model(**batch, output_hidden_states=True)
             hs = torch.stack(out.hidden_states).float()       # [L+1, B, T, H]
             if center is not None:
                 hs = hs - torch.as_tensor(center[:, :T], device=hs.device)[:, None]
@@ -279,8 +296,7 @@ def position_means(enc: Encoder, texts: Sequence[str], skip: Sequence[Span] | No
             held = set(tokens_in_span(offsets[b], skip[i])) if skip is not None else set()
             keep[b] = [e > s and t not in held for t, (s, e) in enumerate(offsets[b])]
         batch = {k: v.to(enc.device) for k, v in batch.items()}
-        with torch.no_grad():
-            hs = torch.stack(enc.model(**batch, output_hidden_states=True).hidden_states).float().cpu().numpy()
+        hs = torch.stack(enc.hidden_states(batch).hidden_states).float().cpu().numpy()
         w = keep.astype(np.float64)                                    # [B, T]
         sums[:, :T] += np.einsum("lbth,bt->lth", hs, w)
         counts[:T] += w.sum(0)
@@ -320,8 +336,7 @@ def sentence_features(enc: Encoder, texts: Sequence[str], pairs: Sequence[str] |
         args = [[texts[i] for i in order]] + ([[pairs[i] for i in order]] if pairs is not None else [])
         batch = enc.tokenizer(*args, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         batch = {k: v.to(enc.device) for k, v in batch.items()}
-        with torch.no_grad():
-            hs = torch.stack(enc.model(**batch, output_hidden_states=True).hidden_states).float()  # [L+1, B, T, H]
+        hs = torch.stack(enc.hidden_states(batch).hidden_states).float()  # [L+1, B, T, H]
         if pool == "cls" and is_causal(enc):  # a left-to-right model sums up a text in its last token
             mask = batch["attention_mask"]
             last = (mask * torch.arange(mask.shape[1], device=mask.device)).argmax(1)           # [B], any padding side

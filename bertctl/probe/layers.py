@@ -245,7 +245,7 @@ def layers(enc: Encoder, data: ProbeData, seed: int = 0, max_iter: int = 300, C:
              "majority": majority} for li, acc in enumerate(model_acc)]
     best = max(range(len(model_acc)), key=lambda i: model_acc[i])
     return {
-        "model": enc.label, "data": data.describe(), "level": data.level,
+        "model": enc.label, "precision": enc.precision.name, "data": data.describe(), "level": data.level,
         "pool": word_pool if data.level == "word" else sentence_pool,
         "n_train_units": int(len(ytr)), "n_test_units": int(len(yte)), "n_labels": int(len(set(ytr.tolist()))),
         "probe": {"kind": "LogisticRegression on standardised features", "max_iter": max_iter, "C": C, "seed": seed},
@@ -269,7 +269,8 @@ def main(recipe, out=None) -> dict:
 
     block = recipe.layers
     data = load_data(block)
-    enc = load_encoder(model_name(recipe), recipe.device, recipe.model.trust_remote_code, recipe.model.allow_pickle)
+    enc = load_encoder(model_name(recipe), recipe.device, recipe.model.trust_remote_code, recipe.model.allow_pickle,
+                       recipe.precision)
     run = start(recipe, "layers", out)
     result = layers(enc, data, recipe.seed, block.max_iter, block.C, block.word_pool, block.sentence_pool,
                     recipe.random_control, recipe.batch_size, recipe.max_length)

@@ -174,7 +174,7 @@ def similarity(enc: Encoder, rows: list[tuple[str, str | None]], word: str, laye
     shown = centred if centred is not None else feats.layers
     sim = cosine_matrix(shown[layer])
     result = {
-        "model": enc.label, "word": word, "layer": layer, "n_layers": enc.n_layers - 1,
+        "model": enc.label, "precision": enc.precision.name, "word": word, "layer": layer, "n_layers": enc.n_layers - 1,
         "vectors": "position-centred" if centred is not None else "raw",
         "position_means_from": None if centred is None else ("reference sentences" if reference else "the sentences (target left out)"),
         "sentences": [{"text": t, "group": g, "sub_tokens": int(k), "unknown_token": bool(u)}
@@ -240,7 +240,8 @@ def main(recipe, out=None) -> dict:
 
     block = recipe.similarity
     rows, word, origin, reference = sentences_from(block)
-    enc = load_encoder(model_name(recipe), recipe.device, recipe.model.trust_remote_code, recipe.model.allow_pickle)
+    enc = load_encoder(model_name(recipe), recipe.device, recipe.model.trust_remote_code, recipe.model.allow_pickle,
+                       recipe.precision)
     run = start(recipe, "similarity", out)
     result = similarity(enc, rows, word, block.layer, recipe.random_control, recipe.seed,
                         recipe.batch_size, recipe.max_length, block.center, reference)

@@ -24,7 +24,11 @@ def model_name(recipe) -> str:
 
 
 def start(recipe, subcommand: str, out) -> Run:
+    from bertctl.precision import resolve
+    from bertctl.probe.features import pick_device
+
     run = Run.create(out, f"probe-{subcommand}")
+    run.note(precision=resolve(recipe.precision, pick_device(recipe.device)).record())
     run.write_text("recipe.yaml", f"# bertctl probe {subcommand} {run.path / 'recipe.yaml'}\n" + dump(recipe))
     return run
 

@@ -88,7 +88,8 @@ class GenerationSection(Section):
 
 
 class ModelSection(Section):
-    precision: Precision | None = Field(None, description="null: bf16 on a GPU that supports it, else fp32")
+    precision: Precision | None = Field("auto", description="auto (or null): bf16 where the hardware computes it "
+                                                           "natively, fp16 on a CUDA GPU without it, else fp32")
     device: str | None = Field(None, description="cpu, cuda, cuda:1 ... (null: cuda if available)")
     trust_remote_code: bool = False
     allow_pickle: bool = False

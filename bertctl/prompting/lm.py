@@ -16,7 +16,7 @@ from pathlib import Path
 from bertctl.errors import BertctlError
 from bertctl.prompting.config import GenerationSection, ModelSection
 
-_LOADED: dict[tuple, "LM"] = {}  # (path, gguf file, dtype, device, remote code) -> LM
+_LOADED: dict[tuple, "LM"] = {}  # (path, gguf file, precision, device, remote code) -> LM
 _CAUSAL = re.compile(r"(CausalLM|LMHeadModel|ForConditionalGeneration)$")
 
 
@@ -27,6 +27,7 @@ class LM:
     model: object
     tokenizer: object
     load_seconds: float
+    precision: object = None  # the bertctl.precision.Precision its weights were loaded in
 
     @property
     def pad_id(self) -> int:
@@ -42,16 +43,14 @@ def short_name(name: str) -> str:
     return path.stem if path.suffix == ".gguf" else (path.name or name)
 
 
-def _device_and_dtype(settings: ModelSection):
+def _device_and_precision(settings: ModelSection):
     import torch
 
+    from bertctl.precision import resolve
+
     device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    precision = settings.precision
-    if precision is None:
-        precision = "bf16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "fp32"
-    if precision != "fp32" and device == "cpu":
-        precision = "fp32"  # half precision on a CPU is slow and changes the scores for nothing
-    return device, {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+    precision = resolve(settings.precision, device)  # None (older recipes) = auto
+    return device, precision
 
 
 def _check_causal(folder: str, label: str) -> None:
@@ -77,8 +76,8 @@ def load_lm(name: str, settings: ModelSection) -> LM:
     from bertctl.models import load_model, load_tokenizer, resolve
 
     source = resolve(name, allow_pickle=settings.allow_pickle)
-    device, dtype = _device_and_dtype(settings)
-    key = (source.path, source.gguf_file, str(dtype), device, settings.trust_remote_code)
+    device, precision = _device_and_precision(settings)
+    key = (source.path, source.gguf_file, precision.name, device, settings.trust_remote_code)
     if key in _LOADED:
         return _LOADED[key]
     if source.kind != "gguf":
@@ -86,9 +85,9 @@ def load_lm(name: str, settings: ModelSection) -> LM:
     t0 = time.perf_counter()
     tokenizer = load_tokenizer(source, trust_remote_code=settings.trust_remote_code)
     model = load_model(AutoModelForCausalLM, source, trust_remote_code=settings.trust_remote_code,
-                       allow_pickle=settings.allow_pickle, dtype=dtype)
+                       allow_pickle=settings.allow_pickle, dtype=precision.dtype)
     model.to(device).eval()
-    lm = LM(short_name(name), source.label, model, tokenizer, time.perf_counter() - t0)
+    lm = LM(short_name(name), source.label, model, tokenizer, time.perf_counter() - t0, precision)
     _LOADED[key] = lm
     return lm
 

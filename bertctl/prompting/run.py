@@ -174,6 +174,7 @@ def run_prompt(recipe: PromptRecipe, out=None, show_prompt: bool = False, consol
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from bertctl.console import console as make_console
+    from bertctl.precision import announce
     from bertctl.prompting.lm import load_lm
     from bertctl.recipe import dump
     from bertctl.runs import Run
@@ -203,7 +204,10 @@ def run_prompt(recipe: PromptRecipe, out=None, show_prompt: bool = False, consol
         for name in recipe.models:
             console.print(f"loading {name} ...")
             lm = load_lm(name, recipe.model)
-            run.log(f"loaded {lm.label} in {lm.load_seconds:.1f}s")
+            run.log(f"loaded {lm.label} in {lm.load_seconds:.1f}s; {lm.precision.line()}")
+            announce(lm.precision, lambda text: console.print(f"  [dim]{text}[/]"))
+            if lm.precision.warning:
+                run.log(f"warning: {lm.precision.warning}")
             taken = {r["model"] for r in results}  # two folders both named "model" get distinct names
             shown = lm.name if lm.name not in taken else f"{lm.name}-{len(taken) + 1}"
             requests, calibration = ({}, {}) if mode != "score" else \
@@ -225,7 +229,8 @@ def run_prompt(recipe: PromptRecipe, out=None, show_prompt: bool = False, consol
                             "input": {f: row.get(f) for f in task.input_fields()}}
                     pred_file.write(json.dumps(line, ensure_ascii=False) + "\n")
                 pred_file.flush()
-                entry = {"model": shown, "shots": k, "n": len(preds), "seconds": round(seconds, 2)}
+                entry = {"model": shown, "shots": k, "n": len(preds), "seconds": round(seconds, 2),
+                         "precision": lm.precision.name}
                 if task.labelled:
                     entry.update(classification_metrics([p["label"] for p in preds],
                                                          [p["prediction"] for p in preds]))
