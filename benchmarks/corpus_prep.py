@@ -100,6 +100,8 @@ def hf_side(a, work: Path) -> dict:
 
 
 def bertctl_side(a, work: Path, pairs: str) -> dict:
+    from transformers import AutoTokenizer, BertTokenizer  # noqa: F401 - loaded before the clock, as on the HF side
+
     from bertctl.pretraining.config import PretrainRecipe
     from bertctl.pretraining.corpus import corpus_tokenizer, prepare_sequences
 

@@ -67,9 +67,10 @@ def test_smollm2_three_shot_sentiment_and_prefix_equals_naive(tmp_path):
     assert row["model"] == "smollm2" and row["n"] == 8
     assert row["accuracy"] >= 0.75 > report["majority"]["accuracy"]
     # the real (GGUF, Llama) model: prefix-cached scores equal the naive loop's, exactly in fp32
-    # and within bf16's rounding in the precision auto picked (bf16 where the CPU computes it)
+    # and within bf16's rounding in the precision auto picks where the CPU computes bf16 (the
+    # two sum in different orders: up to ~0.2 nats apart, measured by benchmarks/prompt_scoring.py)
     task = load_task(recipe)
-    for precision, tolerance in (("fp32", 1e-3), ("auto", 5e-2)):
+    for precision, tolerance in (("fp32", 1e-3), ("auto", 0.3)):
         lm = load_lm("smollm2", recipe.model.model_copy(update={"precision": precision}))
         requests = encode(lm.tokenizer, prompts_for(task, 3, 0)[0][:2], option_texts(task))
         naive = score(lm.model, requests, "naive")

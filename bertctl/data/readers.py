@@ -321,9 +321,36 @@ def read_conllu(path, tag_column: str = "upos", *, encoding: str = "utf-8") -> l
     return sentences
 
 
+_TAG = re.compile(r"^(O|[BIES]-\S+)$")
+
+
+def looks_like_conll(path, lines: int = 20) -> bool:
+    """Whether a file of unknown extension (CoNLL's own names: eng.train, esp.testa) is
+    CoNLL: its first lines are -DOCSTART- or token lines of 2+ columns ending in an
+    IOB tag (O, B-X, I-X)."""
+    seen = 0
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                cols = line.split()
+                if not cols:
+                    continue
+                if cols[0] == "-DOCSTART-":
+                    return True
+                if len(cols) < 2 or not _TAG.match(cols[-1]):
+                    return False
+                seen += 1
+                if seen >= lines:
+                    break
+    except OSError:
+        return False
+    return seen > 0
+
+
 def read_conll(path, token_col: int = 0, tag_col: int = -1, *, encoding: str = "utf-8") -> list[dict]:
-    """Read CoNLL-2003-style files: whitespace-separated columns, one token per line,
-    blank lines between sentences, "-DOCSTART-" lines marking documents (skipped)."""
+    """Read CoNLL-2003-style files (word POS chunk NER) and CoNLL-2002's three columns
+    (word POS NER): whitespace-separated columns, one token per line, the tag last, blank
+    lines between sentences, "-DOCSTART-" lines marking documents (skipped)."""
     path = _existing_file(path)
     sentences, tokens, tags = [], [], []
     for number, line in enumerate(_lines(path, encoding), 1):

@@ -9,6 +9,7 @@ Metrics: accuracy, F1 (binary for two classes, macro otherwise), Matthews correl
 from __future__ import annotations
 
 from bertctl import metrics
+from bertctl.errors import BertctlError
 from bertctl.finetune.base import Task, batched_outputs, model_inputs
 
 
@@ -16,10 +17,14 @@ def _text(value) -> str:
     return "" if value is None else str(value)
 
 
-def sequence_features(tokenizer, rows: list[dict], max_length: int, pair: bool, label) -> list[dict]:
+def sequence_features(tokenizer, rows: list[dict], max_length: int, pair: bool, label, long=None) -> list[dict]:
     """One feature per row: its text (or text pair joined with [SEP]) tokenized, unpadded,
-    and `label(row)` as the target (None for unlabelled rows)."""
+    and `label(row)` as the target (None for unlabelled rows). A single text longer than
+    max_length is cut as `long` (a LongTextSettings; None: keep the head) says; with
+    `windows` a row gives one feature per window, each carrying the row's index as "doc"."""
     texts = [_text(r["text"]) for r in rows]
+    if not pair and long is not None and long.strategy != "head":
+        return _long_features(tokenizer, texts, rows, max_length, label, long)
     pairs = [_text(r.get("text_pair")) for r in rows] if pair else None
     enc = tokenizer(texts, pairs, truncation=True, max_length=max_length)
     features = []
@@ -30,6 +35,64 @@ def sequence_features(tokenizer, rows: list[dict], max_length: int, pair: bool, 
         f["labels"] = label(row) if "label" in row else None
         features.append(f)
     return features
+
+
+def _special_tokens(tokenizer) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer puts before and after one text ([CLS] and [SEP] for BERT),
+    found around a one-word text (transformers 5 tokenizers have no public way to add
+    them to ids already cut)."""
+    inner = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    for k in range(len(full) - len(inner) + 1):
+        if full[k:k + len(inner)] == inner:
+            return full[:k], full[k + len(inner):]
+    return [], []
+
+
+def _long_features(tokenizer, texts: list[str], rows: list[dict], max_length: int, label, long) -> list[dict]:
+    """tail, head_tail and windows: cut the token ids, then add [CLS] ... [SEP] as the
+    tokenizer would, so the model sees what it sees for a text of that length."""
+    before, after = _special_tokens(tokenizer)
+    budget = max_length - len(before) - len(after)
+    if long.strategy == "windows" and long.window_overlap >= budget:
+        raise BertctlError(f"long_text.window_overlap={long.window_overlap} leaves no new tokens in a window of "
+                           f"{budget} (model.max_length {max_length} less special tokens)",
+                           fix=f"use a long_text.window_overlap below {budget}, e.g. {budget // 4}")
+    head = min(long.head_tokens, budget)
+    types = "token_type_ids" in tokenizer.model_input_names  # DistilBERT-like models take none
+    features = []
+    for i, (row, ids) in enumerate(zip(rows, tokenizer(texts, add_special_tokens=False)["input_ids"])):
+        if len(ids) <= budget:
+            pieces = [ids]
+        elif long.strategy == "tail":
+            pieces = [ids[-budget:]]
+        elif long.strategy == "head_tail":
+            pieces = [ids[:head] + ids[len(ids) - (budget - head):]]
+        else:  # windows: starts every budget - overlap tokens, the last one ending at the text's end
+            step = budget - long.window_overlap
+            starts = list(range(0, len(ids) - budget, step)) + [len(ids) - budget]
+            pieces = [ids[s:s + budget] for s in starts]
+        target = label(row) if "label" in row else None
+        for piece in pieces:
+            input_ids = before + piece + after
+            f = {"input_ids": input_ids, **({"token_type_ids": [0] * len(input_ids)} if types else {}), "labels": target}
+            if long.strategy == "windows":
+                f["doc"] = i
+            features.append(f)
+    return features
+
+
+def pool_windows(features: list[dict], outputs: list[tuple]) -> list[tuple]:
+    """One output per row: a row cut into windows gets the log of its windows' mean
+    probabilities (the pooled scores of Sun et al.'s sliding windows); other rows as they are."""
+    if not features or "doc" not in features[0]:
+        return outputs
+    import torch
+
+    groups: dict[int, list] = {}
+    for f, o in zip(features, outputs):
+        groups.setdefault(f["doc"], []).append(o[0].float().softmax(-1))
+    return [(torch.stack(groups[doc]).mean(0).log(),) for doc in sorted(groups)]
 
 
 class ClsTask(Task):
@@ -46,7 +109,8 @@ class ClsTask(Task):
 
     def encode(self, tokenizer, rows, train):
         rows = [self.text_of(r) for r in rows]
-        return sequence_features(tokenizer, rows, self.max_length, self.uses_pair(rows), lambda r: self.label2id[r["label"]])
+        return sequence_features(tokenizer, rows, self.max_length, self.uses_pair(rows),
+                                 lambda r: self.label2id[r["label"]], self.recipe.long_text)
 
     def units(self, batch):
         return {"cls": len(batch["labels"])}
@@ -58,8 +122,11 @@ class ClsTask(Task):
         return {"cls": F.cross_entropy(logits, batch["labels"], reduction="sum")}, {}
 
     def predict(self, model, rows, features):
-        outputs = batched_outputs(model, features, self.collate, self.recipe.eval_batch_size)
+        outputs = pool_windows(features, batched_outputs(model, features, self.collate, self.recipe.eval_batch_size))
         return [self.labels[int(o[0].argmax())] for o in outputs]
+
+    def output_records(self, rows, features, outputs):
+        return super().output_records(rows, features, pool_windows(features, outputs))
 
     def score(self, rows, predictions):
         y_true = [self.label2id[r["label"]] for r in rows]

@@ -127,6 +127,18 @@ class QuantSettings(Section):
                                                                            "computes it natively, else fp32")
 
 
+class LongTextSettings(Section):
+    """Texts longer than model.max_length (cls kinds, single texts; pairs are always cut at
+    the end). Sun et al. 2019, "How to Fine-Tune BERT for Text Classification?", found
+    head+tail best on IMDb; `benchmarks` and the README measure them on movie reviews."""
+
+    strategy: Literal["head", "tail", "head_tail", "windows"] = Field(
+        "head", description="head: the first tokens; tail: the last; head_tail: the first head_tokens and the "
+                            "last rest; windows: every window of the text, trained on, its predictions averaged")
+    head_tokens: int = Field(128, ge=0, description="head_tail: tokens kept from the start (the rest from the end)")
+    window_overlap: int = Field(64, ge=0, description="windows: tokens shared by consecutive windows")
+
+
 class QaSettings(Section):
     doc_stride: int = Field(64, gt=0, description="tokens shared by consecutive windows of a long context")
     max_answer_length: int = Field(30, gt=0)
@@ -156,6 +168,7 @@ class FinetuneRecipe(Section):
     merge: bool = Field(False, description="LoRA/QLoRA: also write merged/, a plain model without peft")
     qa: QaSettings = QaSettings()
     dna: DnaSettings = DnaSettings()
+    long_text: LongTextSettings = LongTextSettings()
 
     @field_validator("task")
     @classmethod

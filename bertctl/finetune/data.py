@@ -86,6 +86,8 @@ def read_file(path: Path, kind: str, data: DataSettings, dropped: list | None = 
     if fmt == "auto":
         fmt = {".tsv": "glue", ".csv": "csv", ".jsonl": "jsonl", ".conllu": "conllu", ".conll": "conll",
                ".json": get_task(kind).json_format}.get(suffix)
+        if fmt is None and readers.looks_like_conll(path):  # CoNLL's own names: eng.train, esp.testa, ned.testb
+            fmt = "conll"
         if fmt is None:
             raise BertctlError(f"{path}: cannot tell the format from the extension {suffix or '(none)'}",
                                fix="set data.format (glue, tsv, csv, jsonl, json, conllu, conll, squad)")

@@ -205,6 +205,7 @@ def run_prompt(recipe: PromptRecipe, out=None, show_prompt: bool = False, consol
             console.print(f"loading {name} ...")
             lm = load_lm(name, recipe.model)
             run.log(f"loaded {lm.label} in {lm.load_seconds:.1f}s; {lm.precision.line()}")
+            run.note(precision=lm.precision.record())
             announce(lm.precision, lambda text: console.print(f"  [dim]{text}[/]"))
             if lm.precision.warning:
                 run.log(f"warning: {lm.precision.warning}")
