@@ -14,8 +14,9 @@ tokens on it, tokenise it and cut it into sequences of --length tokens:
   group_texts (objective.pairs=none), and, reported beside it, the default NSP pairing.
 
 Each side runs in its own fresh process (`--side`), timed from the first file read to the
-last sequence written; peak memory is the process's maximum resident set plus that of its
-worker processes (datasets' num_proc workers), in MB.
+last sequence written; peak memory is the process's maximum resident set plus the largest
+of its worker processes' (datasets' num_proc workers; Linux keeps only the largest child's),
+in MB: an upper bound for bertctl, which starts none, a lower one for the baseline.
 
     python benchmarks/corpus_prep.py                 # ~2 minutes on 2 cores
     python benchmarks/corpus_prep.py --vocab 8000 --length 256

@@ -116,13 +116,13 @@ skip() {
 if [ "$BIG" = 1 ]; then
     PRE=(--hidden 768 --layers 12 --heads 12 --intermediate 3072 --length 128 --batch-size 128 --steps 500
          --docs 8000 --lr 5e-4 --warmup 0.1 --eval-sequences 512)
-    FT=(--rows 8000 --epochs 1 --batch-size 32)
+    FT=(--rows 8000 --epochs 1 --batch-size 32 --seeds 1)
     SMALL=(data.world.train=8000 data.world.dev=500 train.max_steps=300 train.lr=5e-4)
     DIST=(data.world.train=2000 data.world.dev=300 train.max_steps=40 train.save_every=10)
 else
     PRE=(--hidden 32 --layers 1 --heads 2 --intermediate 64 --length 32 --batch-size 8 --steps 3 --docs 150
          --eval-sequences 16 --peak-tflops 1)  # CPU: no MFU to speak of, so no 2 s matmul to measure it
-    FT=(--rows 48 --dev-rows 32 --batch-size 16 --max-length 32)
+    FT=(--rows 48 --dev-rows 32 --batch-size 16 --max-length 32 --seeds 1)
     SMALL=(data.world.train=48 data.world.dev=32 train.max_steps=3 model.max_length=32)
     DIST=(data.world.train=48 data.world.dev=32 train.max_steps=4 train.save_every=2 model.max_length=32)
 fi

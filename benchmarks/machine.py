@@ -1,8 +1,9 @@
 """What every benchmark says about the machine it measured on, and the peak its MFU uses.
 
     tag()                          'machine=AMD_EPYC cpu_bf16=AVX512-BF16 threads=2' (or the GPU name):
-                                   appended to every RESULT line, so a figure never travels without its machine
-    peak_flops(precision, a=None)  (FLOP/s, source) of the precision a side actually computed in
+                                   appended to the RESULT lines of the throughput benchmarks, so a
+                                   figure never travels without its machine
+    peak_flops(precision, given_tflops=0.0)  (FLOP/s, source) of the precision a side computed in
 
 Peaks: a GPU's dense datasheet figure for its name (bf16/fp16 tensor cores; fp32 without
 TF32), else the best of several timed matmuls in that precision on this machine. On a CPU
@@ -59,7 +60,9 @@ def peak_flops(precision: str, given_tflops: float = 0.0) -> tuple[float, str]:
 
     if given_tflops:
         return given_tflops * 1e12, "--peak-tflops"
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+    from bertctl.precision import ResolvedPrecision
+
+    dtype = ResolvedPrecision(precision, precision, "").dtype
     if torch.cuda.is_available():
         name = torch.cuda.get_device_name()
         table = GPU_FP32_PEAK_TFLOPS if precision == "fp32" else GPU_BF16_PEAK_TFLOPS

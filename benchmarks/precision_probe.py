@@ -9,8 +9,8 @@ BERT-base's shape per format, and ends with
 
     RESULT precision_probe auto=<format> bf16_over_fp32=<matmul speed ratio> agrees=yes|no ...
 
-`agrees`: auto chose bf16 exactly where bf16 measured faster than fp32 (fp16 on a GPU
-without bf16 is checked the same way against fp32).
+`agrees`: the 16-bit format auto chose measured faster than fp32, or auto chose fp32 and
+no 16-bit format was 10 % faster.
 """
 
 from __future__ import annotations
@@ -67,7 +67,12 @@ def main() -> int:
         speed[name] = mm
         print(f"  {name}: matmul {mm / 1e9:8.1f} GFLOP/s, autocast Linear fwd+bwd {lin / 1e9:8.1f} GFLOP/s")
     fastest = max(speed, key=speed.get)
-    agrees = auto.name == fastest or (auto.name == "fp32" and speed[fastest] < 1.1 * speed["fp32"])
+    # auto chose well: a 16-bit format it picked beats fp32, or fp32 where no 16-bit one does by 10 %
+    # (bf16 and fp16 tie on GPUs, so which of the two wins by noise does not matter)
+    if auto.name == "fp32":
+        agrees = all(v < 1.1 * speed["fp32"] for v in speed.values())
+    else:
+        agrees = speed[auto.name] > speed["fp32"]
     print(f"RESULT precision_probe auto={auto.name} fastest={fastest} bf16_over_fp32={speed['bf16'] / speed['fp32']:.2f} "
           f"agrees={'yes' if agrees else 'no'} {tag()}")
     return 0

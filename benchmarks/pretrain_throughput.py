@@ -21,9 +21,9 @@ precision measured here. Each side runs its defaults: bertctl `auto`, the Traine
     python benchmarks/pretrain_throughput.py             # ~2-4 minutes on 2 idle CPU cores
     python benchmarks/pretrain_throughput.py --quick     # smoke run (well under a minute)
     python benchmarks/pretrain_throughput.py --steps 300 --hidden 256 --layers 4
-    # BERT-base on one GPU (what benchmarks/gpu.sh runs; also with --baseline-precision bf16)
+    # BERT-base on one GPU, the Trainer asked for bf16 (what benchmarks/gpu.sh runs)
     python benchmarks/pretrain_throughput.py --hidden 768 --layers 12 --heads 12 --intermediate 3072 \
-        --batch-size 128 --steps 400
+        --batch-size 128 --steps 400 --baseline-precision bf16
 
 Ends with one line: RESULT pretrain_throughput ratio=<bertctl tokens/s / baseline tokens/s> ...
 """

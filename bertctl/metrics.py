@@ -78,8 +78,13 @@ def regression(y_true, y_pred) -> dict:
 _BIO = re.compile(r"^[BIES]-.")
 
 
+def is_iob_tag(tag: str) -> bool:
+    """O, or B-/I-/E-/S- followed by a type."""
+    return tag == "O" or bool(_BIO.match(tag))
+
+
 def _looks_like_bio(tags) -> bool:
-    return any(_BIO.match(t) for t in tags) and all(t == "O" or _BIO.match(t) for t in tags)
+    return any(_BIO.match(t) for t in tags) and all(is_iob_tag(t) for t in tags)
 
 
 def tagging(true_seqs, pred_seqs) -> dict:

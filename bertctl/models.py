@@ -122,6 +122,18 @@ def _load_errors(source: ModelSource, e: Exception) -> BertctlError:
                         fix="check that the folder holds a complete Hugging Face checkpoint (config.json + safetensors)")
 
 
+def special_tokens_around(tokenizer) -> tuple[list[int], list[int]]:
+    """The ids a tokenizer puts before and after one text ([CLS] / [SEP] for BERT, BOS for
+    Llama, none for GPT-2), found around a one-word text: transformers 5 tokenizers have no
+    public way to add them to ids cut by hand."""
+    inner = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    for k in range(len(full) - len(inner) + 1):
+        if full[k:k + len(inner)] == inner:
+            return full[:k], full[k + len(inner):]
+    return [], []
+
+
 def load_tokenizer(source: ModelSource, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 

@@ -48,7 +48,7 @@ from bertctl.checkpoints import PLAIN, full_state_dict, load_checkpoint, save_ch
 from bertctl.config import TrainSettings
 from bertctl.distributed import process_state
 from bertctl.errors import BertctlError
-from bertctl.precision import Precision, announce, resolve
+from bertctl.precision import ResolvedPrecision, report, resolve
 from bertctl.runs import Run
 
 
@@ -79,7 +79,7 @@ class FitResult:
     # in model.state_dict()), for rank 0 to pass to save_pretrained(state_dict=) (other ranks: ignore).
     # None for one process or DDP, where the model itself holds everything.
     state_dict: dict | None = None
-    precision: Precision | None = None  # what train.precision resolved to on this hardware
+    precision: ResolvedPrecision | None = None  # what train.precision resolved to on this hardware
 
     @property
     def tokens_per_s(self) -> float:
@@ -103,16 +103,13 @@ def make_accelerator(precision: str, **extra):
                        cpu=state.device.type == "cpu" and state.num_processes > 1, **extra)  # extra: trackers
 
 
-def resolved_precision(requested: str, run: Run) -> Precision:
+def resolved_precision(requested: str, run: Run) -> ResolvedPrecision:
     """train.precision on the device this process trains on: said once on stderr, kept in
     log.txt and run.json (see bertctl.precision)."""
     from bertctl.console import say
 
     precision = resolve(requested, process_state().device)
-    run.log(precision.line() + (f"; warning: {precision.warning}" if precision.warning else ""))
-    run.note(precision=precision.record())
-    if run.main:
-        announce(precision, lambda text: say(text, stderr=True, soft_wrap=True))
+    report(precision, run, lambda text: say(text, stderr=True, soft_wrap=True))
     return precision
 
 
@@ -349,7 +346,7 @@ def fit(model: torch.nn.Module, job: Job, s: TrainSettings, run: Run, resume: bo
                     seen_samples += len(cpu_batch["input_ids"])
                     micro.append(_to(cpu_batch, acc.device))
                 counts = _global_counts(units, acc)
-                step_loss, extras = torch.zeros((), device=acc.device), {}
+                step_loss, extras, grad_norm = torch.zeros((), device=acc.device), {}, None
                 for i, mb in enumerate(micro):
                     last = i == len(micro) - 1
                     sync = acc.no_sync(model) if not last else _nullcontext()
@@ -362,8 +359,8 @@ def fit(model: torch.nn.Module, job: Job, s: TrainSettings, run: Run, resume: bo
                     # steps: the loss is already the global batch's mean, so undo both
                     acc.backward(loss * world * (s.grad_accum if deepspeed else 1))
                     step_loss += loss.detach().float()
-                if s.max_grad_norm:
-                    acc.clip_grad_norm_(model.parameters(), s.max_grad_norm)
+                if s.max_grad_norm:  # the norm before clipping, read at logging steps only (as the Trainer logs it)
+                    grad_norm = acc.clip_grad_norm_(model.parameters(), s.max_grad_norm)
                 if world > 1:  # one all-reduce: the loss, and whether any rank was asked to stop
                     both = acc.reduce(torch.stack([step_loss, torch.tensor(float(stop.requested), device=acc.device)]),
                                       reduction="sum")
@@ -392,6 +389,7 @@ def fit(model: torch.nn.Module, job: Job, s: TrainSettings, run: Run, resume: bo
                     now = time.perf_counter()
                     row = {"step": step, "epoch": epoch, "loss": round(step_loss.item(), 5),
                            "lr": scheduler.get_last_lr()[0], "tokens_per_s": round(seen_tokens * world / max(now - t0, 1e-9), 1),
+                           **({"grad_norm": round(float(grad_norm), 5)} if grad_norm is not None else {}),
                            **{k: round(float(v), 5) for k, v in extras.items()}}  # extras may be device tensors
                     run.log_metrics(row)
                     trackers.log(row, "train")

@@ -127,3 +127,15 @@ def test_real_conll2002_and_movie_reviews(shared_data):
     splits = load_splits(r.data, "cls")
     assert (len(splits.train), len(splits.dev)) == (1600, 200)
     assert {x["label"] for x in splits.dev} == {"pos", "neg"}
+
+
+def test_head_tail_defaults_to_a_quarter_head_and_refuses_a_head_without_tail(tok):
+    (both, _), ids = _cut(tok, "head_tail", max_length=14)  # 12 tokens: 3 from the start, 9 from the end
+    assert both["input_ids"][1:-1] == ids[:3] + ids[-9:]
+    with pytest.raises(BertctlError, match=r"long_text.head_tokens=12 leaves no tail in 12 tokens"):
+        _cut(tok, "head_tail", max_length=14, head_tokens=12)
+
+
+def test_long_text_on_a_kind_that_does_not_cut_texts_is_refused(cli, tiny):
+    code, _, err = cli("finetune", "--task", "nli", f"model.name_or_path={tiny}", "long_text.strategy=windows")
+    assert code == 2 and "long_text.strategy" in err and "does not cut single long texts" in err

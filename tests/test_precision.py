@@ -42,7 +42,7 @@ def test_an_explicit_native_choice_is_silent(hw, asked):
 
 
 def test_an_unknown_precision_is_one_error():
-    with pytest.raises(BertctlError, match="precision 'half' is not one of auto, bf16, fp16, fp32"):
+    with pytest.raises(BertctlError, match="precision 'half' is not one of auto, bf16, fp32, fp16"):
         P.choose("half", PLAIN_CPU)
 
 
@@ -134,3 +134,18 @@ def test_predict_and_eval_only_resolve_on_the_hardware_they_run_on(cli, tiny, tm
     code, stdout, stderr = cli("finetune", "--eval-only", tmp_path / "run", "--out", tmp_path / "eval")
     assert code == 0, stdout + stderr
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["precision"]["used"] == "fp32"
+
+
+def test_a_device_index_is_read_as_such(monkeypatch):
+    import torch
+
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=0: asked.append(index) or (7, 5))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: f"GPU {index}")
+    assert P.resolve("auto", "cuda:1").reason.startswith("cuda GPU 1") and asked == [1]
+
+
+def test_weights_cast_in_the_format_never_get_fp16_from_auto():
+    assert P.choose("auto", T4, cast_weights=True).name == "fp32"
+    assert P.choose("auto", A100, cast_weights=True).name == "bf16"
+    assert P.choose("fp16", T4, cast_weights=True).name == "fp16"  # asked for: kept

@@ -321,13 +321,12 @@ def read_conllu(path, tag_column: str = "upos", *, encoding: str = "utf-8") -> l
     return sentences
 
 
-_TAG = re.compile(r"^(O|[BIES]-\S+)$")
-
-
 def looks_like_conll(path, lines: int = 20) -> bool:
     """Whether a file of unknown extension (CoNLL's own names: eng.train, esp.testa) is
     CoNLL: its first lines are -DOCSTART- or token lines of 2+ columns ending in an
     IOB tag (O, B-X, I-X)."""
+    from bertctl.metrics import is_iob_tag
+
     seen = 0
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
@@ -337,7 +336,7 @@ def looks_like_conll(path, lines: int = 20) -> bool:
                     continue
                 if cols[0] == "-DOCSTART-":
                     return True
-                if len(cols) < 2 or not _TAG.match(cols[-1]):
+                if len(cols) < 2 or not is_iob_tag(cols[-1]):
                     return False
                 seen += 1
                 if seen >= lines:

@@ -37,28 +37,22 @@ def sequence_features(tokenizer, rows: list[dict], max_length: int, pair: bool, 
     return features
 
 
-def _special_tokens(tokenizer) -> tuple[list[int], list[int]]:
-    """The ids the tokenizer puts before and after one text ([CLS] and [SEP] for BERT),
-    found around a one-word text (transformers 5 tokenizers have no public way to add
-    them to ids already cut)."""
-    inner = tokenizer("a", add_special_tokens=False)["input_ids"]
-    full = tokenizer("a")["input_ids"]
-    for k in range(len(full) - len(inner) + 1):
-        if full[k:k + len(inner)] == inner:
-            return full[:k], full[k + len(inner):]
-    return [], []
-
-
 def _long_features(tokenizer, texts: list[str], rows: list[dict], max_length: int, label, long) -> list[dict]:
     """tail, head_tail and windows: cut the token ids, then add [CLS] ... [SEP] as the
     tokenizer would, so the model sees what it sees for a text of that length."""
-    before, after = _special_tokens(tokenizer)
+    from bertctl.models import special_tokens_around
+
+    before, after = special_tokens_around(tokenizer)
     budget = max_length - len(before) - len(after)
     if long.strategy == "windows" and long.window_overlap >= budget:
         raise BertctlError(f"long_text.window_overlap={long.window_overlap} leaves no new tokens in a window of "
                            f"{budget} (model.max_length {max_length} less special tokens)",
                            fix=f"use a long_text.window_overlap below {budget}, e.g. {budget // 4}")
-    head = min(long.head_tokens, budget)
+    head = budget // 4 if long.head_tokens is None else long.head_tokens
+    if long.strategy == "head_tail" and head >= budget:
+        raise BertctlError(f"long_text.head_tokens={head} leaves no tail in {budget} tokens (model.max_length "
+                           f"{max_length} less special tokens)", fix=f"use a long_text.head_tokens below {budget}, "
+                                                                     "or leave it empty (a quarter)")
     types = "token_type_ids" in tokenizer.model_input_names  # DistilBERT-like models take none
     features = []
     for i, (row, ids) in enumerate(zip(rows, tokenizer(texts, add_special_tokens=False)["input_ids"])):
@@ -83,8 +77,9 @@ def _long_features(tokenizer, texts: list[str], rows: list[dict], max_length: in
 
 
 def pool_windows(features: list[dict], outputs: list[tuple]) -> list[tuple]:
-    """One output per row: a row cut into windows gets the log of its windows' mean
-    probabilities (the pooled scores of Sun et al.'s sliding windows); other rows as they are."""
+    """One output per row. Rows cut into windows (features carry "doc"): each row's output is
+    the log of its windows' mean probabilities (Sun et al.'s pooled sliding windows), a
+    one-window row's too; without windows the outputs are returned as they are."""
     if not features or "doc" not in features[0]:
         return outputs
     import torch

@@ -123,19 +123,20 @@ class QuantSettings(Section):
     bits: Literal[4, 8] = 4
     quant_type: Literal["nf4", "fp4"] = "nf4"
     double_quant: bool = True
-    compute_dtype: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 where the hardware "
-                                                                           "computes it natively, else fp32")
+    compute_dtype: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="auto: bf16 where the hardware computes it natively, fp16 on an older GPU, else fp32")
 
 
 class LongTextSettings(Section):
-    """Texts longer than model.max_length (cls kinds, single texts; pairs are always cut at
+    """Texts longer than model.max_length (cls and dna, single texts; pairs are always cut at
     the end). Sun et al. 2019, "How to Fine-Tune BERT for Text Classification?", found
-    head+tail best on IMDb; `benchmarks` and the README measure them on movie reviews."""
+    head+tail best on IMDb; recipe finetune_movie_reviews compares them on movie reviews."""
 
     strategy: Literal["head", "tail", "head_tail", "windows"] = Field(
         "head", description="head: the first tokens; tail: the last; head_tail: the first head_tokens and the "
                             "last rest; windows: every window of the text, trained on, its predictions averaged")
-    head_tokens: int = Field(128, ge=0, description="head_tail: tokens kept from the start (the rest from the end)")
+    head_tokens: int | None = Field(None, ge=0, description="head_tail: tokens kept from the start, the rest from "
+                                                           "the end; empty = a quarter (Sun et al.: 128 of 510)")
     window_overlap: int = Field(64, ge=0, description="windows: tokens shared by consecutive windows")
 
 
@@ -199,7 +200,10 @@ def unused_settings(recipe: FinetuneRecipe) -> list[tuple[list[str], str]]:
             ("quant", recipe.quant, QuantSettings(), recipe.method == "qlora", f"method={recipe.method} quantises nothing"),
             *kind_sections,
             ("data.world", recipe.data.world, WorldData(), recipe.data.source == "world",
-             "data comes from files or data.hf, not from World")):
+             "data comes from files or data.hf, not from World"),
+            ("long_text", recipe.long_text, LongTextSettings(), recipe.kind in ("cls", "dna") and
+             not recipe.data.columns.text_pair, f"task {recipe.task} does not cut single long texts (cls and dna do, "
+                                                "without a text_pair column)")):
         keys = changed(section, default)
         if keys and not applies:
             out.append(([f"{name}.{k}" for k in keys], why))

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable
 
 from bertctl.errors import BertctlError
-from bertctl.precision import Precision, announce, resolve
+from bertctl.precision import ResolvedPrecision, report, resolve
 from bertctl.runs import Run, read_json
 from bertctl.finetune import data as data_mod
 from bertctl.finetune.base import length_grouped_batches, unk_rate
@@ -67,7 +67,7 @@ def write_recipe(run: Run, recipe: FinetuneRecipe, line: str = "bertctl finetune
 
 
 @contextmanager
-def inference(model, precision: Precision):
+def inference(model, precision: ResolvedPrecision):
     """No gradients, eval mode, and the resolved precision's autocast (bf16/fp16, or none)."""
     import torch
 
@@ -75,7 +75,7 @@ def inference(model, precision: Precision):
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), torch.autocast(device.type, dtype=precision.dtype, enabled=precision.autocast):
+        with torch.no_grad(), precision.autocast_context(device.type):
             yield
     finally:
         model.train(was_training)
@@ -258,7 +258,7 @@ def _unwrap(model):
     return getattr(model, "module", model)
 
 
-def _predict(model, task, tokenizer, rows: list[dict], precision: Precision) -> list:
+def _predict(model, task, tokenizer, rows: list[dict], precision: ResolvedPrecision) -> list:
     features = task.encode(tokenizer, rows, train=False)
     with inference(model, precision):
         return task.predict(model, rows, features)
@@ -416,7 +416,7 @@ class _Evaluator:
         unk = unk_rate(self.tokenizer, task.texts(splits.dev))
         say(f"eval-only: {self.run_dir} on {len(splits.dev)} rows of {splits.names['dev']}"
             + (f" ([UNK] {unk:.1%} of tokens)" if unk else ""))
-        announce(self.precision, say)
+        report(self.precision, run, _Say(None, getattr(say, "quiet", False)))  # report logs it itself
         predictions = _predict(self.model, task, self.tokenizer, splits.dev, self.precision)
         scores = task.score(splits.dev, predictions)
         write_predictions(run, task, name, splits.dev, predictions)

@@ -40,16 +40,14 @@ class Encoder:
     tokenizer: object
     label: str
     device: str
-    precision: object = None  # a bertctl.precision.Precision (None: fp32)
+    precision: object  # a bertctl.precision.ResolvedPrecision
 
     def hidden_states(self, batch: dict):
         """The model's outputs with every layer's hidden states: no gradients, in the
         probe's precision (autocast); callers turn them into float32."""
         import torch
 
-        p = self.precision
-        with torch.no_grad(), torch.autocast(self.device.split(":")[0], dtype=p.dtype if p else torch.float32,
-                                             enabled=bool(p and p.autocast)):
+        with torch.no_grad(), self.precision.autocast_context(self.device.split(":")[0]):
             return self.model(**batch, output_hidden_states=True)
 
     @property
@@ -97,15 +95,15 @@ def load_encoder(name_or_path: str, device: str = "auto", trust_remote_code: boo
 
 
 def wrap(model, tokenizer, label: str, device: str = "auto", precision="auto") -> Encoder:
-    """`precision`: auto/bf16/fp16/fp32, or an already resolved Precision."""
-    from bertctl.precision import Precision, resolve
+    """`precision`: auto/bf16/fp16/fp32, or an already resolved one."""
+    from bertctl.precision import ResolvedPrecision, resolve
 
     check_fast(tokenizer, label)
     if tokenizer.pad_token is None:  # GPT-style tokenizers: padding is masked out anyway
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     device = pick_device(device)
     model.to(device).eval()
-    if not isinstance(precision, Precision):
+    if not isinstance(precision, ResolvedPrecision):
         precision = resolve(precision, device)
     return Encoder(model, tokenizer, label, device, precision)
 

@@ -27,7 +27,7 @@ class LM:
     model: object
     tokenizer: object
     load_seconds: float
-    precision: object = None  # the bertctl.precision.Precision its weights were loaded in
+    precision: object = None  # the bertctl.precision.ResolvedPrecision its weights were loaded in
 
     @property
     def pad_id(self) -> int:
@@ -49,7 +49,8 @@ def _device_and_precision(settings: ModelSection):
     from bertctl.precision import resolve
 
     device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    precision = resolve(settings.precision, device)  # None (older recipes) = auto
+    # None (older recipes) = auto; the weights themselves are cast, so auto never picks fp16
+    precision = resolve(settings.precision, device, cast_weights=True)
     return device, precision
 
 

@@ -174,7 +174,7 @@ def run_prompt(recipe: PromptRecipe, out=None, show_prompt: bool = False, consol
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from bertctl.console import console as make_console
-    from bertctl.precision import announce
+    from bertctl.precision import report
     from bertctl.prompting.lm import load_lm
     from bertctl.recipe import dump
     from bertctl.runs import Run
@@ -204,11 +204,8 @@ def run_prompt(recipe: PromptRecipe, out=None, show_prompt: bool = False, consol
         for name in recipe.models:
             console.print(f"loading {name} ...")
             lm = load_lm(name, recipe.model)
-            run.log(f"loaded {lm.label} in {lm.load_seconds:.1f}s; {lm.precision.line()}")
-            run.note(precision=lm.precision.record())
-            announce(lm.precision, lambda text: console.print(f"  [dim]{text}[/]"))
-            if lm.precision.warning:
-                run.log(f"warning: {lm.precision.warning}")
+            run.log(f"loaded {lm.label} in {lm.load_seconds:.1f}s")
+            report(lm.precision, run, lambda text: console.print(f"  [dim]{text}[/]"))
             taken = {r["model"] for r in results}  # two folders both named "model" get distinct names
             shown = lm.name if lm.name not in taken else f"{lm.name}-{len(taken) + 1}"
             requests, calibration = ({}, {}) if mode != "score" else \

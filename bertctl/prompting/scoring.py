@@ -49,11 +49,9 @@ def leading_special(tokenizer) -> list[int]:
     The model saw text after it in training (a bertctl causal model reads "[CLS] doc [SEP]"),
     so prompts start with it too; an end-of-text token would end the prompt, so it is dropped.
     """
-    with_special = tokenizer("a")["input_ids"]
-    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
-    if len(with_special) > len(plain) and plain and with_special[0] != plain[0]:
-        return [with_special[0]]
-    return []
+    from bertctl.models import special_tokens_around
+
+    return special_tokens_around(tokenizer)[0][:1]
 
 
 def encode_prompt(tokenizer, text: str, start: list[int] | None = None) -> list[int]:
