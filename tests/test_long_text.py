@@ -137,5 +137,5 @@ def test_head_tail_defaults_to_a_quarter_head_and_refuses_a_head_without_tail(to
 
 
 def test_long_text_on_a_kind_that_does_not_cut_texts_is_refused(cli, tiny):
-    code, _, err = cli("finetune", "--task", "nli", f"model.name_or_path={tiny}", "long_text.strategy=windows")
+    code, _, err = cli("finetune", "--task", "nli", f"model.name_or_path={tiny}", "long_text.strategy=tail")
     assert code == 2 and "long_text.strategy" in err and "does not cut single long texts" in err

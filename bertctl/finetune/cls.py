@@ -44,10 +44,11 @@ def _long_features(tokenizer, texts: list[str], rows: list[dict], max_length: in
 
     before, after = special_tokens_around(tokenizer)
     budget = max_length - len(before) - len(after)
-    if long.strategy == "windows" and long.window_overlap >= budget:
-        raise BertctlError(f"long_text.window_overlap={long.window_overlap} leaves no new tokens in a window of "
+    overlap = budget // 4 if long.window_overlap is None else long.window_overlap
+    if long.strategy == "windows" and overlap >= budget:
+        raise BertctlError(f"long_text.window_overlap={overlap} leaves no new tokens in a window of "
                            f"{budget} (model.max_length {max_length} less special tokens)",
-                           fix=f"use a long_text.window_overlap below {budget}, e.g. {budget // 4}")
+                           fix=f"use a long_text.window_overlap below {budget}, or leave it empty (a quarter)")
     head = budget // 4 if long.head_tokens is None else long.head_tokens
     if long.strategy == "head_tail" and head >= budget:
         raise BertctlError(f"long_text.head_tokens={head} leaves no tail in {budget} tokens (model.max_length "
@@ -63,7 +64,7 @@ def _long_features(tokenizer, texts: list[str], rows: list[dict], max_length: in
         elif long.strategy == "head_tail":
             pieces = [ids[:head] + ids[len(ids) - (budget - head):]]
         else:  # windows: starts every budget - overlap tokens, the last one ending at the text's end
-            step = budget - long.window_overlap
+            step = budget - overlap
             starts = list(range(0, len(ids) - budget, step)) + [len(ids) - budget]
             pieces = [ids[s:s + budget] for s in starts]
         target = label(row) if "label" in row else None
