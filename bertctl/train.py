@@ -389,7 +389,7 @@ def fit(model: torch.nn.Module, job: Job, s: TrainSettings, run: Run, resume: bo
                     now = time.perf_counter()
                     row = {"step": step, "epoch": epoch, "loss": round(step_loss.item(), 5),
                            "lr": scheduler.get_last_lr()[0], "tokens_per_s": round(seen_tokens * world / max(now - t0, 1e-9), 1),
-                           **({"grad_norm": round(float(grad_norm), 5)} if grad_norm is not None else {}),
+                           **({"grad_norm": round(_scalar(grad_norm), 5)} if grad_norm is not None else {}),
                            **{k: round(float(v), 5) for k, v in extras.items()}}  # extras may be device tensors
                     run.log_metrics(row)
                     trackers.log(row, "train")
@@ -423,6 +423,11 @@ def _global_counts(per_micro: list[dict[str, int]], acc) -> dict:
         return {k: max(v, 1.0) for k, v in zip(keys, local)}
     total = acc.reduce(torch.tensor(local, device=acc.device), reduction="sum").clamp(min=1)
     return dict(zip(keys, total.unbind()))
+
+
+def _scalar(x) -> float:
+    """A logged number: a float, a tensor, or FSDP2's DTensor (its full value first)."""
+    return float(x.full_tensor() if hasattr(x, "full_tensor") else x)
 
 
 class _nullcontext:
