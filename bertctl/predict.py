@@ -59,7 +59,7 @@ class Predictor:
     task: object
     tokenizer: object
     model: object
-    precision: object  # a bertctl.precision.Precision, resolved on the device the model sits on
+    precision: object  # a bertctl.precision.ResolvedPrecision, resolved on the device the model sits on
     batch_size: int
     source: str = ""
 

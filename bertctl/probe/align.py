@@ -287,7 +287,7 @@ def main(recipe, out=None) -> dict:
     lexicon, sa, sb, origin = lexicon_and_sentences(block)
     enc = load_encoder(model_name(recipe), recipe.device, recipe.model.trust_remote_code, recipe.model.allow_pickle,
                        recipe.precision)
-    run = start(recipe, "align", out)
+    run = start(recipe, "align", out, enc.precision)
     result = align(enc, lexicon, sa, sb, block.vectors, block.layer, block.max_occurrences, recipe.batch_size,
                    recipe.max_length)
     result.update({"lexicon": origin, "language_a": block.language_a, "language_b": block.language_b,

@@ -75,7 +75,7 @@ def eval_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return curves
 
 
-def load_step(run_dir: Path, checkpoint: Path, tokenizer, device: str, precision: str = "auto") -> Encoder:
+def load_step(run_dir: Path, checkpoint: Path, tokenizer, device: str, precision="auto") -> Encoder:
     """One checkpoint as a bare encoder (the pretraining heads are not needed)."""
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
@@ -147,21 +147,22 @@ def pick(values: list[float], layer, n_layers: int) -> tuple[int, float]:
     return li, float(values[li])
 
 
-def checkpoints(run_dir: Path, block, recipe, log=lambda line: None) -> dict:
-    """All numbers of `probe checkpoints` as one JSON-able dict; `log` gets a line per checkpoint."""
+def checkpoints(run_dir: Path, block, recipe, precision="auto", log=lambda line: None) -> dict:
+    """All numbers of `probe checkpoints` as one JSON-able dict; `log` gets a line per checkpoint.
+    `precision`: the recipe's, or one already resolved (then not again per checkpoint)."""
     steps = every_nth(list_checkpoints(run_dir), block.every)
     tokenizer = run_tokenizer(run_dir)
     probes = Probes(block, recipe)
     rows = []
     if block.include_init:
-        first = load_step(run_dir, steps[0][1], tokenizer, recipe.device, recipe.precision)
+        first = load_step(run_dir, steps[0][1], tokenizer, recipe.device, precision)
         init = random_like(first, recipe.seed)
         del first
         log(f"step 0 (random init, seed {recipe.seed})")
         rows.append({"step": 0, "checkpoint": None, **probes.measure(init)})
     for step, folder in steps:
         log(f"step {step} ({folder.name})")
-        rows.append({"step": step, "checkpoint": str(folder), **probes.measure(load_step(run_dir, folder, tokenizer, recipe.device, recipe.precision))})
+        rows.append({"step": step, "checkpoint": str(folder), **probes.measure(load_step(run_dir, folder, tokenizer, recipe.device, precision))})
     n_layers = len(next(iter(v for k, v in rows[-1].items() if k in PROPERTY_LABEL)))
     curves = {}
     for prop in block.properties:
@@ -199,9 +200,13 @@ def main(recipe, out=None, say=lambda line: None) -> dict:
     from bertctl.report import Table, line_plot
 
     block = recipe.checkpoints
+    from bertctl.precision import resolve
+    from bertctl.probe.features import pick_device
+
     run_dir = run_folder(model_name(recipe))
-    run = start(recipe, "checkpoints", out)
-    result = checkpoints(run_dir, block, recipe, log=lambda m: say(f"probing {m}"))
+    precision = resolve(recipe.precision, pick_device(recipe.device))  # once, for every checkpoint
+    run = start(recipe, "checkpoints", out, precision)
+    result = checkpoints(run_dir, block, recipe, precision, log=lambda m: say(f"probing {m}"))
     run.write_json("checkpoints.json", result)
     series = {c["label"] + ("" if block.layer == "best" else f", layer {block.layer}"): (c["steps"], c["value"])
               for c in result["curves"].values()}

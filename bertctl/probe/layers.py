@@ -271,7 +271,7 @@ def main(recipe, out=None) -> dict:
     data = load_data(block)
     enc = load_encoder(model_name(recipe), recipe.device, recipe.model.trust_remote_code, recipe.model.allow_pickle,
                        recipe.precision)
-    run = start(recipe, "layers", out)
+    run = start(recipe, "layers", out, enc.precision)
     result = layers(enc, data, recipe.seed, block.max_iter, block.C, block.word_pool, block.sentence_pool,
                     recipe.random_control, recipe.batch_size, recipe.max_length)
     run.write_json("layers.json", result)

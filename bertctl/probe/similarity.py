@@ -242,7 +242,7 @@ def main(recipe, out=None) -> dict:
     rows, word, origin, reference = sentences_from(block)
     enc = load_encoder(model_name(recipe), recipe.device, recipe.model.trust_remote_code, recipe.model.allow_pickle,
                        recipe.precision)
-    run = start(recipe, "similarity", out)
+    run = start(recipe, "similarity", out, enc.precision)
     result = similarity(enc, rows, word, block.layer, recipe.random_control, recipe.seed,
                         recipe.batch_size, recipe.max_length, block.center, reference)
     result["sentences_from"] = origin

@@ -23,12 +23,10 @@ def model_name(recipe) -> str:
     return recipe_model(recipe.model.name_or_path)[0]
 
 
-def start(recipe, subcommand: str, out) -> Run:
-    from bertctl.precision import resolve
-    from bertctl.probe.features import pick_device
-
+def start(recipe, subcommand: str, out, precision) -> Run:
+    """The run folder; `precision`: the probe's ResolvedPrecision, kept in run.json."""
     run = Run.create(out, f"probe-{subcommand}")
-    run.note(precision=resolve(recipe.precision, pick_device(recipe.device)).record())
+    run.note(precision=precision.record())
     run.write_text("recipe.yaml", f"# bertctl probe {subcommand} {run.path / 'recipe.yaml'}\n" + dump(recipe))
     return run
 

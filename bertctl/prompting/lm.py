@@ -27,7 +27,7 @@ class LM:
     model: object
     tokenizer: object
     load_seconds: float
-    precision: object = None  # the bertctl.precision.ResolvedPrecision its weights were loaded in
+    precision: object  # the bertctl.precision.ResolvedPrecision its weights were loaded in
 
     @property
     def pad_id(self) -> int:
