@@ -83,6 +83,41 @@ def test_checkpoints_over_steps(run, tmp_path):
     assert (out / "checkpoints.png").exists()
 
 
+def test_checkpoints_masked_accuracy_per_tag(run, tmp_path):
+    """masked_pos: the MLM head of each checkpoint scores every word once, grouped by tag;
+    the counts add up, and the table says when each tag reached half its final accuracy."""
+    out = tmp_path / "masked"
+    code, stdout, stderr = invoke("probe", "checkpoints", "--model", run, "--out", out,
+                                  "checkpoints.properties=[masked_pos]", "checkpoints.n_masked=30")
+    assert code == 0, stdout + stderr
+    res = read(out, "checkpoints.json")
+    rows = res["per_checkpoint"]
+    assert [r["step"] for r in rows] == [0, 2, 4] and res["curves"] == {}
+    for r in rows:
+        per_tag = r["masked_pos"]
+        tags = [t for t in per_tag if t not in ("ALL", "FUNCTION")]
+        assert sum(per_tag[t]["total"] for t in tags) == per_tag["ALL"]["total"] > 100
+        assert all(0 <= v["accuracy"] <= 1 and v["correct"] <= v["total"] for v in per_tag.values())
+    # every word of the 30 sentences is scored once, at every step
+    assert len({r["masked_pos"]["ALL"]["total"] for r in rows}) == 1
+    assert (out / "masked_pos.png").exists() and "When each part of speech is learnt" in stdout
+
+
+UD = Path(__file__).resolve().parents[2] / "shared" / "data" / "ud_english_ewt" / "en_ewt-ud-dev.conllu"
+
+
+@pytest.mark.skipif(not UD.exists(), reason="../shared/data is absent")
+def test_checkpoints_on_real_ud_sentences(run, tmp_path):
+    out = tmp_path / "ud"
+    code, stdout, stderr = invoke("probe", "checkpoints", "--model", run, "--out", out, f"checkpoints.data={UD}",
+                                  "checkpoints.properties=[pos,masked_pos]", "checkpoints.n_train=30",
+                                  "checkpoints.n_test=20", "checkpoints.n_masked=20", "checkpoints.max_iter=50")
+    assert code == 0, stdout + stderr
+    res = read(out, "checkpoints.json")
+    assert "en_ewt-ud-dev.conllu" in res["data"]["pos"]
+    assert {"NOUN", "VERB", "ALL"} <= set(res["per_checkpoint"][-1]["masked_pos"])
+
+
 def test_align_between_the_two_world_languages(run, tmp_path):
     out = tmp_path / "align"
     code, stdout, stderr = invoke("probe", "align", "--model", run, "--out", out, "align.n_sentences=80")
@@ -103,6 +138,10 @@ def test_align_between_the_two_world_languages(run, tmp_path):
 def test_probe_errors_are_one_line(run, tmp_path):
     code, _, err = invoke("probe", "checkpoints", "--model", run / "tokenizer", "--out", tmp_path / "a")
     assert code == 2 and "not a `bertctl pretrain` run folder" in err
+    code, _, err = invoke("probe", "checkpoints", "--model", run, "--out", tmp_path / "a2", "checkpoints.data=x.tsv")
+    assert code == 2 and "must be 'world' or a .conllu file" in err
+    code, _, err = invoke("probe", "checkpoints", "--model", run, "--out", tmp_path / "a3", "checkpoints.data=no.conllu")
+    assert code == 2 and "no.conllu is not a file" in err
     code, _, err = invoke("probe", "layers", "probe_similarity_en", "--out", tmp_path / "b")
     assert code == 2 and "is for `bertctl probe similarity`" in err
     code, _, err = invoke("probe", "similarity", "--model", run, "--out", tmp_path / "c", "similarity.word=banana")

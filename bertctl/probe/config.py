@@ -79,7 +79,13 @@ class LayersBlock(Section):
 class CheckpointsBlock(Section):
     """Probes over the checkpoints of one `bertctl pretrain` run (x-axis: training step)."""
 
-    properties: list[Literal["pos", "order", "sense"]] = ["pos", "order", "sense"]
+    properties: list[Literal["pos", "order", "sense", "masked_pos"]] = Field(
+        ["pos", "order", "sense"], description="pos: UPOS probe; order: sentence-order probe; sense: two-sense "
+                                               "cosine gap; masked_pos: the MLM's own masked-word accuracy per tag")
+    data: str = Field("world", description="pos and masked_pos: 'world' (World.tagged_sentences) or a .conllu "
+                                           "file (relative to the working directory), e.g. UD English EWT")
+    tag_column: Literal["upos", "xpos"] = "upos"
+    n_masked: int = Field(400, gt=0, description="masked_pos: tagged sentences scored (every word masked once)")
     layer: int | Literal["best"] = Field("best", description="layer whose probe accuracy is plotted "
                                                              "(all layers go to the JSON)")
     n_train: int = Field(300, gt=0)
@@ -93,6 +99,12 @@ class CheckpointsBlock(Section):
     every: int = Field(1, gt=0, description="probe every Nth checkpoint (the last one always)")
     world_seed: int = 0
     language: Literal["en", "xx"] = "en"
+
+    @model_validator(mode="after")
+    def _data(self):
+        if self.data != "world" and not self.data.lower().endswith(".conllu"):
+            raise ValueError(f"checkpoints.data must be 'world' or a .conllu file, not {self.data!r}")
+        return self
 
 
 class AlignBlock(Section):
