@@ -89,6 +89,15 @@ def test_cli_run_learns_and_writes_a_complete_run(cli, cache, tmp_path):
     assert type(model).__name__ == "BertForPreTraining" and tokenizer.mask_token == "[MASK]"
     assert (out / "model" / "model.safetensors").exists() and not list((out / "model").glob("*.bin"))
 
+    # the finished model answers transformers' fill-mask pipeline, and the run kept held-out examples of it
+    from transformers import pipeline
+
+    fill = metrics["fill_mask"]
+    assert len(fill) == 5 and all(r["text"].count("[MASK]") == 1 and len(r["top3"]) == 3 for r in fill)
+    again = pipeline("fill-mask", model=str(out / "model"), top_k=3, device="cpu")(fill[0]["text"])
+    assert [p["token_str"].strip() for p in again] == [w for w, _ in fill[0]["top3"]]
+    assert not fill[0]["text"].startswith("##")
+
     # every checkpoint loads on its own, with the run's config and tokenizer
     import torch
 

@@ -88,6 +88,8 @@ class ObjectiveSection(Section):
 class EvalSection(Section):
     max_sequences: int = Field(1000, gt=0, description="held-out sequences evaluated at each evaluation")
     batch_size: int = Field(64, gt=0)
+    fill_mask: int = Field(5, ge=0, description="MLM: blank a word in this many held-out passages and keep the "
+                                                "final model's top 3 (metrics.json fill_mask; 0 = none)")
 
 
 def _default_train() -> TrainSettings:
