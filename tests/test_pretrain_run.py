@@ -232,6 +232,9 @@ def test_corpus_formats_and_errors(tmp_path, cache):
     assert read(f"data.source={tmp_path / 'docs.jsonl'}", "data.text_field=body") == docs  # split after . ! ?
     assert read(f"data.source={tmp_path / 'saved'}") == docs
     assert len(read(f"data.source={tmp_path / 'txt'}", "data.max_docs=7")) == 7
+    assert read(f"data.root={tmp_path}", "data.source=txt") == docs  # a relative source inside data.root
+    with pytest.raises(BertctlError, match="data.root .* is not a folder"):
+        read(f"data.root={tmp_path / 'nowhere'}", "data.source=txt")
     with pytest.raises(BertctlError, match="no 'text' field.*data.text_field"):
         read(f"data.source={tmp_path / 'docs.jsonl'}")
     with pytest.raises(BertctlError, match="does not exist"):

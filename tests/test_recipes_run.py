@@ -57,7 +57,8 @@ def _argv(name: str, recipe: dict, out: Path, tiny: Path, request) -> list[str]:
     if command == "pretrain":
         init = [f"model.init={tiny}"] if recipe.get("model", {}).get("init", "scratch") != "scratch" else []
         shape = [] if init else PRETRAIN[1:7]  # a checkpoint brings its own shape and vocabulary
-        return ["pretrain", name, *PRETRAIN[:1], *shape, *PRETRAIN[7:], *init, f"data.cache_dir={out.parent / 'cache'}",
+        corpus = ["data.max_docs=40"] if recipe.get("data", {}).get("source") else PRETRAIN[:1]  # real text: a few documents
+        return ["pretrain", name, *corpus, *shape, *PRETRAIN[7:], *init, f"data.cache_dir={out.parent / 'cache'}",
                 "--out", out]
     if command == "finetune":
         files = bool((recipe.get("data") or {}).get("train") or (recipe.get("data") or {}).get("hf"))

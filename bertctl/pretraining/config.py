@@ -28,6 +28,8 @@ class DataSection(Section):
     source: PathStr | list[PathStr] | None = Field(
         None, description="text file/folder (blank line between documents), .jsonl, a saved dataset folder, "
                           "or a Hugging Face dataset id; unset = the generated World corpus")
+    root: str | None = Field(None, description="folder for a relative data.source, resolved against the current "
+                                               "directory at run time (built-in recipes: ../shared/data)")
     format: Literal["auto", "text", "jsonl", "hf"] = "auto"
     text_field: str = Field("text", description="the column holding a document (jsonl / datasets)")
     hf_config: str | None = Field(None, description="dataset configuration name (hf)")
@@ -138,6 +140,8 @@ def unused_settings(recipe: PretrainRecipe) -> list[tuple[list[str], str]]:
     if recipe.data.source is not None:
         groups.append((changed(recipe.data.world, WorldCorpus()), "data.world.",
                        "data.source is set, so the World corpus is not generated"))
+    elif recipe.data.root is not None:
+        groups.append((["root"], "data.", "data.source is unset: the World corpus is generated, no files are read"))
     if recipe.tokenizer_source is not None:
         groups.append(([k for k in changed(recipe.tokenizer, TokenizerSection()) if k != "source"], "tokenizer.",
                        f"the tokenizer of {recipe.tokenizer_source} is reused, not trained"))

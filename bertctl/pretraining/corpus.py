@@ -163,7 +163,15 @@ def world_files(data) -> list[Path]:
 def _sources(data) -> list[str]:
     if data.source is None:
         return [str(p) for p in world_files(data)]
-    return list(data.source) if isinstance(data.source, list) else [data.source]
+    sources = list(data.source) if isinstance(data.source, list) else [data.source]
+    if data.root is None:
+        return sources
+    root = Path(data.root).expanduser().resolve()  # against the working directory, at run time
+    if not root.is_dir():
+        raise BertctlError(f"data.root {data.root} is not a folder (looked in {root})",
+                           fix="run from the project root (built-in recipes read ../shared/data) "
+                               "or pass data.root=/path/to/data")
+    return [s if os.path.isabs(s) else str(root / s) for s in sources]
 
 
 def _format_of(source: str, fmt: str) -> str:
@@ -194,14 +202,10 @@ def split_sentences(text: str) -> list[str]:
 
 
 def _jsonl_documents(path: Path, field: str) -> Iterator[list[str]]:
+    from bertctl.jsonl import parse
+
     with open(path, encoding="utf-8-sig") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise BertctlError(f"{path}: line {number} is not valid JSON ({e.msg})", fix="fix that line") from None
+        for number, row in parse(f, path, torn_last_line="error", objects=False):
             if not isinstance(row, dict) or field not in row:
                 keys = ", ".join(row) if isinstance(row, dict) else type(row).__name__
                 raise BertctlError(f"{path}: line {number} has no '{field}' field (has: {keys})",
