@@ -1,32 +1,28 @@
 """What run folders hold, read back: the library behind `bertctl runs list|show|compare`.
 
-    find_runs(root)            run folders directly under root (recipe.yaml, log.txt or metrics.json)
+    find_runs(root)            run folders directly under root (see runs.read_record)
     summary(path)              command, task, model, key metric, steps, status, age
-    details(path)              recipe text, metrics, files
+    details(path)              recipe text, metrics, files, notes
     compare(paths, png=None)   metrics side by side (+ training curves overlaid in one PNG)
 
-Status: finished (metrics.json written), running (no metrics.json, a file changed in the
-last minute), interrupted (no metrics.json but a checkpoint: `--resume` continues it),
-failed (neither). Nothing here imports torch; yaml is read safely.
+Every fact comes from the folder's record (runs.read_record: run.json, status by its lock)
+and its metrics (runs.read_metrics: one layout), never from names or clocks. A damaged file
+is shown as such, not a traceback. Nothing here imports torch; yaml is read safely.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import re
 import time
 from pathlib import Path
 
 from bertctl.errors import BertctlError
-
-MARKERS = ("recipe.yaml", "log.txt", "metrics.json")
-RUNNING_WINDOW_S = 60
-_STAMP = re.compile(r"^(?P<command>.+?)-\d{8}-\d{6}(-\d+)?$")
+from bertctl.jsonl import read_jsonl
+from bertctl.runs import RunRecord, read_metrics, read_recipe, read_record
 
 
 def is_run(path: Path) -> bool:
-    return path.is_dir() and any((path / m).exists() for m in MARKERS)
+    return read_record(path) is not None
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -36,81 +32,61 @@ def find_runs(root: Path) -> list[Path]:
     return sorted((p for p in root.iterdir() if is_run(p)), key=lambda p: _started(p))
 
 
-def _read_json(path: Path):
+def _record(path: Path) -> RunRecord:
+    record = read_record(path)
+    if record is None:
+        raise BertctlError(f"{path} is not a run folder (no run.json, nor a recipe.yaml naming its command)",
+                           fix="pass a folder under runs/ (see `bertctl runs list`)")
+    return record
+
+
+def metrics_of(path: Path) -> tuple[dict, str]:
+    """(metrics.json in the one layout, "" or why it could not be read)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _recipe(path: Path) -> dict:
-    import yaml
-
-    try:
-        data = yaml.safe_load((path / "recipe.yaml").read_text(encoding="utf-8"))
-    except (OSError, ValueError, yaml.YAMLError):
-        return {}
-    return data if isinstance(data, dict) else {}
+        return read_metrics(path), ""
+    except BertctlError as e:
+        return {}, e.message
 
 
 def history(path: Path) -> list[dict]:
-    """metrics.jsonl rows (a torn last line, from a kill mid-write, is skipped)."""
-    rows = []
+    """metrics.jsonl rows (a torn last line, from a kill mid-write, is skipped); a
+    damaged log reads as no log, as `runs` only shows it."""
     try:
-        with open(Path(path) / "metrics.jsonl", encoding="utf-8") as f:
-            for line in f:
-                try:
-                    rows.append(json.loads(line))
-                except ValueError:
-                    continue
-    except OSError:
-        pass
-    return rows
+        return read_jsonl(Path(path) / "metrics.jsonl", objects=False)
+    except BertctlError:
+        return []
 
 
 def _started(path: Path) -> float:
-    for name in ("recipe.yaml", "log.txt"):
-        if (path / name).exists():
+    for name in ("recipe.yaml", "log.txt", "run.json", ""):  # run.json is rewritten when the run ends
+        try:
             return (path / name).stat().st_mtime
-    return path.stat().st_mtime
-
-
-def _last_change(path: Path) -> float:
-    times = [(path / n).stat().st_mtime for n in ("log.txt", "metrics.jsonl", "recipe.yaml") if (path / n).exists()]
-    return max(times, default=path.stat().st_mtime)
+        except OSError:
+            continue
+    return 0.0
 
 
 def status(path: Path) -> str:
-    if (path / "metrics.json").exists():
-        return "finished"
-    if time.time() - _last_change(path) < RUNNING_WINDOW_S:
-        return "running"
-    ckpts = path / "checkpoints"
-    if ckpts.is_dir() and any(p.name.startswith("step-") for p in ckpts.iterdir()):
-        return "interrupted"
-    return "failed"
+    return _record(path).status
 
 
-def command_of(path: Path, recipe: dict) -> str:
-    match = _STAMP.match(path.name)
-    if match:
-        return match["command"]
-    return str(recipe.get("command") or "?")
-
-
-def key_metric(metrics: dict) -> tuple[str, float] | None:
-    """The one number a run is judged by: the finetune main metric on dev, the GLUE
-    score, held-out masked accuracy or perplexity, else the first number in metrics.json."""
+def key_metric(metrics: dict, split_named: bool = True) -> tuple[str, object] | None:
+    """The one number a run is judged by: metrics.json's main metric (named with its split,
+    e.g. "dev accuracy", when `split_named`), else its first number."""
     if not isinstance(metrics, dict):
         return None
-    dev = metrics.get("dev")
-    if isinstance(dev, dict) and metrics.get("main_metric") in dev:
-        return f"dev {metrics['main_metric']}", dev[metrics["main_metric"]]
-    for name in ("glue_score", "mlm_accuracy", "perplexity", "lm_accuracy", "best_accuracy", "accuracy"):
-        if _number(metrics.get(name)):
-            return name, metrics[name]
-    flat = flatten(metrics)
-    return next(iter(flat.items()), None)
+    main, scores = metrics.get("main_metric"), metrics.get("scores") or {}
+    if main is not None and "main_value" in metrics:
+        split = next((k for k, v in scores.items() if isinstance(v, dict) and main in v), None)
+        return (f"{split} {main}" if split and split_named else str(main)), metrics["main_value"]
+    return next(iter(flatten(_detail(metrics)).items()), None)
+
+
+def shown(value) -> str:
+    """A metric's value for a table: a number to 4 significant digits, anything else as text."""
+    if _number(value):
+        return f"{value:.4g}"
+    return "null" if value is None else str(value)
 
 
 def _number(v) -> bool:
@@ -128,51 +104,25 @@ def flatten(metrics: dict, prefix: str = "") -> dict[str, float]:
     return out
 
 
-def _task(command: str, recipe: dict, metrics: dict) -> str:
-    if command.startswith("finetune"):
-        return str(recipe.get("task") or metrics.get("task") or "")
-    if command == "pretrain":
-        return str(metrics.get("objective") or (recipe.get("objective") or {}).get("kind") or "")
-    if command == "eval-glue":
-        return "glue " + str(recipe.get("tasks") or "all")
-    if command.startswith("probe"):
-        return command.split("-", 1)[-1]
-    return str(recipe.get("task") or "")
-
-
-def _model(command: str, recipe: dict, metrics: dict) -> str:
-    if isinstance(metrics.get("model"), str):
-        return metrics["model"].split(" (")[0]
-    model = recipe.get("model")
-    if command == "prompt":
-        return ", ".join(map(str, recipe.get("models") or []))
-    if isinstance(model, dict):
-        if command == "pretrain":
-            init = model.get("init")
-            return str(init) if init else f"{model.get('arch', 'bert')} {model.get('layers', '?')}x{model.get('hidden', '?')}"
-        return str(model.get("name_or_path") or "")
-    return ""
-
-
 def age(seconds: float) -> str:
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
             return f"{int(seconds // size)}{unit}"
-    return f"{int(seconds)}s"
+    return f"{int(max(seconds, 0))}s"
 
 
 def summary(path: Path) -> dict:
     path = Path(path)
-    recipe = _recipe(path)
-    metrics = _read_json(path / "metrics.json") or {}
-    command = command_of(path, recipe)
-    key = key_metric(metrics)
-    steps = metrics.get("steps", metrics.get("step")) if isinstance(metrics, dict) else None
+    record = _record(path)
+    metrics, problem = metrics_of(path)
+    key = key_metric(metrics, split_named=record.command.startswith("finetune"))
+    steps = metrics.get("steps")
     if steps is None:
-        steps = next((r["step"] for r in reversed(history(path)) if "step" in r), None)
-    return {"run": path.name, "command": command, "task": _task(command, recipe, metrics),
-            "model": _model(command, recipe, metrics), "metric": f"{key[0]} {key[1]:.4g}" if key else "",
-            "steps": steps, "status": status(path), "age": age(time.time() - _started(path)), "path": str(path)}
+        steps = next((r["step"] for r in reversed(history(path)) if isinstance(r, dict) and "step" in r), None)
+    metric = "metrics.json unreadable" if problem else f"{key[0]} {shown(key[1])}" if key else ""
+    return {"run": path.name, "command": record.command, "task": record.task, "model": record.model,
+            "metric": metric, "steps": steps, "status": record.status,
+            "age": age(time.time() - _started(path)), "path": str(path)}
 
 
 def _size(n: int) -> str:
@@ -184,28 +134,33 @@ def _size(n: int) -> str:
 
 
 def files(path: Path) -> list[dict]:
-    """Top-level entries; a folder counts its files and their total size."""
+    """Top-level entries; a folder counts its files and their total size. A link that
+    points nowhere is listed as such."""
     out = []
     for p in sorted(Path(path).iterdir()):
         if p.name.startswith("."):
             continue
-        if p.is_dir():
-            inside = [f for f in p.rglob("*") if f.is_file()]
-            out.append({"file": p.name + "/", "size": _size(sum(f.stat().st_size for f in inside)),
-                        "files": len(inside)})
-        else:
-            out.append({"file": p.name, "size": _size(p.stat().st_size), "files": 1})
+        try:
+            if p.is_dir():
+                inside = [f for f in p.rglob("*") if f.is_file()]
+                out.append({"file": p.name + "/", "size": _size(sum(f.stat().st_size for f in inside)),
+                            "files": len(inside)})
+            else:
+                out.append({"file": p.name, "size": _size(p.stat().st_size), "files": 1})
+        except OSError:
+            out.append({"file": p.name, "size": "unreadable (a broken link?)", "files": 0})
     return out
 
 
 def details(path: Path) -> dict:
     path = Path(path)
-    if not is_run(path):
-        raise BertctlError(f"{path} is not a run folder (no recipe.yaml, log.txt or metrics.json)",
-                           fix="pass a folder under runs/ (see `bertctl runs list`)")
-    recipe_file = path / "recipe.yaml"
-    return {"summary": summary(path), "recipe": recipe_file.read_text(encoding="utf-8") if recipe_file.exists() else "",
-            "metrics": _read_json(path / "metrics.json") or {}, "files": files(path)}
+    record = _record(path)
+    metrics, problem = metrics_of(path)
+    notes = list(record.notes) + ([problem] if problem else [])
+    if record.error and record.status in ("failed", "interrupted"):
+        notes.append(f"ended with: {record.error}")
+    return {"summary": summary(path), "recipe": read_recipe(path)[0], "metrics": _detail(metrics),
+            "files": files(path), "notes": notes}
 
 
 # ---------------------------------------------------------------------------- compare
@@ -220,12 +175,21 @@ def compare(paths: list[Path], png: Path | None = None) -> dict:
     for p in paths:
         if not is_run(p):
             raise BertctlError(f"{p} is not a run folder", fix="pass folders under runs/ (see `bertctl runs list`)")
+    if png is not None and not Path(png).parent.is_dir():
+        raise BertctlError(f"cannot write {png}: folder {Path(png).parent} does not exist",
+                           fix="create it first, or pass --png in an existing folder")
     names = _names(paths)
-    flats = [flatten(_read_json(p / "metrics.json") or {}) for p in paths]
+    flats = [flatten(_detail(metrics_of(p)[0])) for p in paths]
     keys = list(dict.fromkeys(k for f in flats for k in f))
     rows = [{"metric": k, **{n: f.get(k) for n, f in zip(names, flats)}} for k in keys]
     drawn = curves_png(png, dict(zip(names, paths))) if png is not None else None
     return {"runs": names, "rows": rows, "png": drawn}
+
+
+def _detail(metrics: dict) -> dict:
+    """What compare and show list: the command's own numbers, as it wrote them (the outer
+    layout's scores, main value and timings are copies of them)."""
+    return {k: v for k, v in metrics.items() if k not in ("schema", "main_value", "scores", "timings")}
 
 
 def _names(paths: list[Path]) -> list[str]:
@@ -240,22 +204,22 @@ def curves_png(path: Path, runs: dict[str, Path]) -> Path | None:
     one line per run; None when no run logged any step."""
     from bertctl.report import _plt
 
-    series = {name: history(p) for name, p in runs.items()}
-    if not any(any("loss" in r for r in rows) for rows in series.values()):
+    series = {name: [r for r in history(p) if isinstance(r, dict)] for name, p in runs.items()}
+    if not any(any(_number(r.get("loss")) for r in rows) for rows in series.values()):
         return None
     evals = [k for k in dict.fromkeys(k for rows in series.values() for r in rows for k in r) if k.startswith("eval_")]
     plt = _plt()
     fig, axes = plt.subplots(1, 2 if evals else 1, figsize=(11 if evals else 6.4, 4.2), squeeze=False)
     left = axes[0][0]
     for name, rows in series.items():
-        pts = [(r["step"], r["loss"]) for r in rows if "loss" in r and "step" in r]
+        pts = [(r["step"], r["loss"]) for r in rows if _number(r.get("loss")) and _number(r.get("step"))]
         if pts:
             left.plot(*zip(*pts), label=name)
     left.set(xlabel="step", ylabel="training loss", title="training loss")
     if evals:
         right, metric = axes[0][1], evals[0]
         for name, rows in series.items():
-            pts = [(r["step"], r[metric]) for r in rows if metric in r]
+            pts = [(r["step"], r[metric]) for r in rows if _number(r.get(metric)) and _number(r.get("step"))]
             if pts:
                 right.plot(*zip(*pts), marker="o", label=name)
         right.set(xlabel="step", ylabel=metric[5:], title=f"evaluation: {metric[5:]}")

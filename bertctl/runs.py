@@ -4,14 +4,22 @@ Layout of a run folder:
 
     recipe.yaml        the resolved recipe (after overrides)
     log.txt            what was printed, with timestamps
-    metrics.jsonl      one line per logged step (step, loss, lr, tokens/s, ...)
-    metrics.json       final metrics
+    metrics.jsonl      one line per logged step (step, loss, lr, tokens/s, ...); see jsonl.py
+    metrics.json       final metrics, one outer layout for every command (write_metrics /
+                       read_metrics): schema, command, main_metric, main_value, scores by
+                       split or file, steps, timings; the command's own detail beside them
     checkpoints/step-000200/   model.safetensors, optimizer.safetensors, state.json
     model/             final model in Hugging Face format (safetensors + tokenizer)
-    run.json           what the folder is: command, status (running/finished/failed),
-                       times, fingerprints of the input files (checked on --resume), and
-                       the precision the hardware resolved (`used`, `requested`, `reason`)
-    .bertctl.lock      while a command runs: its pid and host (see `_acquire_lock`)
+    run.json           what the folder is, the one source of it (read_record -> RunRecord):
+                       schema, command, task/kind and model, status (running / finished /
+                       failed / interrupted), times, fingerprints of the input files
+                       (checked on --resume), the precision the hardware resolved
+    .bertctl.lock      while a command runs: its pid and host, under an flock (`_acquire_lock`);
+                       a run is live exactly while that flock is held
+
+A folder is a run folder when it has run.json, or (written before run.json existed) a
+recipe.yaml with a `command:` line; such an old folder's record is inferred in one place
+(`read_record`) and says so.
 
 Every file is written to a temporary name and moved into place with `os.replace`, and a
 checkpoint folder is renamed into place only once complete, so a `kill -9` at any moment
@@ -21,59 +29,31 @@ leaves either the old state or the new one, never half of one.
 from __future__ import annotations
 
 import atexit
-import errno
 import hashlib
 import json
 import os
 import shutil
 import socket
 import time
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bertctl.atomic import atomic_write_bytes, atomic_write_text, disk_error  # noqa: F401 (importable from here too)
 from bertctl.distributed import is_main_process, process_state, world_size
 from bertctl.errors import BertctlError
+from bertctl.jsonl import append_jsonl, jsonable, read_jsonl, write_jsonl
 
 CHECKPOINTS = "checkpoints"
 LOCK = ".bertctl.lock"
 RECORD = "run.json"
-
-
-def _disk_error(path: Path, e: OSError) -> BertctlError:
-    if e.errno == errno.ENOSPC:
-        return BertctlError(f"disk full while writing {path}", fix="free some space (earlier files are intact) and rerun with --resume")
-    return BertctlError(f"cannot write {path}: {e.strerror or e}", fix="check the folder's permissions and free space")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise _disk_error(path, e) from None
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+METRICS = "metrics.json"
+SCHEMA = 1  # of run.json and metrics.json
 
 
 def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(o: Any) -> Any:
-    if hasattr(o, "item"):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    return str(o)
+    atomic_write_text(path, json.dumps(obj, indent=2, default=jsonable) + "\n")
 
 
 def read_json(path: Path) -> Any:
@@ -120,7 +100,7 @@ class Run:
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise _disk_error(path, e) from None
+            raise disk_error(path, e) from None
         try:  # before anything else is read or written: a second command on the folder stops here
             run._lock_fd = _acquire_lock(run)
             if not resume and _holds_results(path):
@@ -133,7 +113,8 @@ class Run:
         _ACTIVE.append(run)
         run.fresh = not resume
         if not resume:
-            run.write_record({"command": command, "status": "running", "started": _now(), "host": socket.gethostname()})
+            run.write_record({"schema": SCHEMA, "command": command, "status": "running", "started": _now(),
+                              "host": socket.gethostname()})
         return run
 
     # ---------------------------------------------------------------- the record
@@ -153,23 +134,16 @@ class Run:
         self.write_record({**self.record(), **changes})
 
     def recorded_command(self) -> str | None:
-        """The command that made this folder: run.json, else the `command:` of recipe.yaml."""
-        command = self.record().get("command")
-        if command:
-            return str(command)
-        recipe = self.path / "recipe.yaml"
-        if recipe.is_file():
-            for line in recipe.read_text(encoding="utf-8", errors="replace").splitlines():
-                if line.startswith("command:"):
-                    return line.split(":", 1)[1].strip().strip("'\"") or None
-        return None
+        """The command that made this folder (see read_record)."""
+        record = read_record(self.path)
+        return record.command if record else None
 
     def finished(self) -> bool:
-        """Whether the run completed: its final metrics.json and model/ are there, and
-        run.json (when the folder has one: older ones do not) says it finished."""
-        complete = (self.path / "metrics.json").is_file() and (self.path / "model").is_dir()
-        record = self.record()
-        return complete and (not record or record.get("status") == "finished")
+        """Whether the run completed: run.json says so (for an older folder: its final
+        metrics.json is there) and its final model/ is there."""
+        record = read_record(self.path)
+        return (record is not None and record.recorded == "finished" and (self.path / METRICS).is_file()
+                and (self.path / "model").is_dir())
 
     def keep_recipe(self, text: str, resume: bool, may_differ: tuple[str, ...] = ()) -> None:
         """Write recipe.yaml; on --resume, compare instead, before anything is written: a
@@ -268,28 +242,19 @@ class Run:
             f.write(f"{datetime.now().isoformat(timespec='seconds')} {message}\n")
 
     def log_metrics(self, row: dict) -> None:
-        if not self.main:
-            return
-        try:
-            with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(row, default=_json_default) + "\n")
-        except OSError as e:
-            raise _disk_error(self.path / "metrics.jsonl", e) from None
+        if self.main:
+            append_jsonl(self.path / "metrics.jsonl", row)
 
     def truncate_metrics(self, after_step: int) -> None:
-        """On resume, drop lines logged after the checkpoint so the log reads as one run."""
+        """On resume, drop lines logged after the checkpoint so the log reads as one run
+        (a line torn by the kill that stopped the run goes too)."""
         path = self.path / "metrics.jsonl"
-        if not self.main or not path.exists():
-            return
-        keep = [line for line in path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= after_step]
-        atomic_write_text(path, "".join(line + "\n" for line in keep))
+        if self.main and path.exists():
+            write_jsonl(path, [r for r in self.metrics_history() if _step(r) <= after_step])
 
     def metrics_history(self) -> list[dict]:
-        path = self.path / "metrics.jsonl"
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        """metrics.jsonl's rows (a torn last line skipped, see jsonl.py)."""
+        return read_jsonl(self.path / "metrics.jsonl")
 
     # ---------------------------------------------------------------- checkpoints
     def checkpoints(self) -> list[Path]:
@@ -297,7 +262,8 @@ class Run:
         root = self.path / CHECKPOINTS
         if not root.is_dir():
             return []
-        done = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / "state.json").exists()]
+        done = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-")
+                and p.name[5:].isdigit() and (p / "state.json").exists()]
         return sorted(done, key=lambda p: int(p.name.split("-")[1]))
 
     def latest_checkpoint(self) -> Path | None:
@@ -313,7 +279,7 @@ class Run:
             try:
                 tmp.mkdir(parents=True)
             except OSError as e:
-                raise _disk_error(tmp, e) from None
+                raise disk_error(tmp, e) from None
         return tmp
 
     def commit_checkpoint(self, tmp: Path, step: int, keep: int | None = None) -> Path:
@@ -336,6 +302,239 @@ class Run:
             for old in self.checkpoints()[:-keep]:
                 shutil.rmtree(old, ignore_errors=True)
         return final
+
+
+def _step(row: dict) -> float:
+    step = row.get("step", 0)
+    return step if isinstance(step, (int, float)) and not isinstance(step, bool) else 0
+
+
+# ------------------------------------------------------------------------ the record
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a run folder is: run.json, read once, with the status it has now. For a folder
+    from before run.json, inferred from recipe.yaml, metrics.json and checkpoints
+    (`inferred`, and a line in `notes`)."""
+
+    path: Path
+    command: str
+    status: str  # now: running (its lock is held), finished, failed or interrupted
+    recorded: str  # what run.json says (a process killed while running left "running")
+    task: str = ""  # the finetune task, pretraining objective, probe, GLUE tasks, prompt task
+    kind: str = ""  # the finetune task kind
+    model: str = ""
+    precision: dict | None = None
+    started: str = ""
+    finished: str = ""
+    error: str = ""  # the line a failed or stopped run ended with
+    inputs: dict = field(default_factory=dict)
+    schema: int = 0  # run.json's version (0: written before it had one)
+    inferred: bool = False
+    notes: tuple[str, ...] = ()
+
+
+STATUSES = ("running", "finished", "failed", "interrupted")
+
+
+def read_record(path: Path) -> RunRecord | None:
+    """The record of a run folder; None when `path` is not one (not a folder, or neither
+    run.json nor a recipe.yaml naming its command). Never raises for a damaged folder."""
+    path = Path(path)
+    try:
+        if not path.is_dir():
+            return None
+    except OSError:
+        return None
+    notes = []
+    data = _json_object(path / RECORD)
+    if data is None and (path / RECORD).exists():
+        notes.append("run.json is unreadable: the record below is inferred")
+    inferred = not (data and data.get("command"))
+    if inferred:
+        command = _recipe_command(path)
+        if not command:
+            return None
+        data = {"command": command, "status": "finished" if _json_object(path / METRICS) is not None else "running"}
+        notes.append("no run.json (a folder from an older bertctl): its record is inferred from recipe.yaml, "
+                     "metrics.json and checkpoints")
+    recorded = str(data.get("status"))
+    status = _status_now(path, recorded, notes)
+    facts = {k: str(data.get(k) or "") for k in ("task", "kind", "model", "started", "finished", "error")}
+    if not (facts["task"] and facts["model"]):  # written before run.json held them
+        facts.update({k: v for k, v in _infer_facts(path, str(data["command"])).items() if not facts[k]})
+    schema = data.get("schema")
+    return RunRecord(path, str(data["command"]), status, recorded, **facts,
+                     precision=data.get("precision") if isinstance(data.get("precision"), dict) else None,
+                     inputs=data.get("inputs") if isinstance(data.get("inputs"), dict) else {},
+                     schema=schema if isinstance(schema, int) else 0, inferred=inferred, notes=tuple(notes))
+
+
+def _status_now(path: Path, recorded: str, notes: list[str]) -> str:
+    """Live while the lock is held; a record left "running" (or "finished" without its
+    metrics.json) by a process that is gone: interrupted when a checkpoint remains
+    (`--resume` continues it), else failed."""
+    if is_live(path):
+        return "running"
+    if recorded == "finished" and not (path / METRICS).exists():
+        notes.append("run.json says finished, but metrics.json is gone")
+    elif recorded in STATUSES and recorded != "running":
+        return recorded
+    elif recorded != "running":
+        notes.append(f"run.json holds an unknown status {recorded!r}")
+    return "interrupted" if Run(path, "?").latest_checkpoint() else "failed"
+
+
+def is_live(path: Path) -> bool:
+    """Whether a command holds the folder's lock now (the kernel drops the flock when its
+    holder dies, however it dies: no clock, no pid guessing)."""
+    import fcntl
+
+    try:
+        if str(Path(path).resolve()) in _HELD:
+            return True
+        fd = os.open(Path(path) / LOCK, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a shared flock taken just now
+    return False
+
+
+def _json_object(path: Path) -> dict | None:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_recipe(path: Path) -> tuple[str, dict]:
+    """recipe.yaml of a run folder: its text (undecodable bytes replaced) and its mapping
+    ({} when it is missing or not YAML)."""
+    import yaml
+
+    try:
+        text = (Path(path) / "recipe.yaml").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "", {}
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text, {}
+    return text, data if isinstance(data, dict) else {}
+
+
+def _recipe_command(path: Path) -> str | None:
+    text, _ = read_recipe(path)
+    for line in text.splitlines():
+        if line.startswith("command:"):
+            return line.split(":", 1)[1].strip().strip("'\"") or None
+    return None
+
+
+def _infer_facts(path: Path, command: str) -> dict:
+    """Task and model of a folder whose run.json does not name them, from its recipe and
+    metrics.json (older folders)."""
+    _, recipe = read_recipe(path)
+    metrics = _json_object(path / METRICS) or {}
+    model = recipe.get("model")
+    if isinstance(metrics.get("model"), str):
+        name = metrics["model"].split(" (")[0]
+    elif command == "prompt":
+        name = ", ".join(map(str, recipe.get("models") or []))
+    elif isinstance(model, dict) and command == "pretrain":
+        name = str(model.get("init") or f"{model.get('arch', 'bert')} {model.get('layers', '?')}x{model.get('hidden', '?')}")
+    else:
+        name = str(model.get("name_or_path") or "") if isinstance(model, dict) else ""
+    if command == "pretrain":
+        objective = recipe.get("objective")
+        task = metrics.get("objective") or (objective.get("kind") if isinstance(objective, dict) else "")
+    elif command == "eval-glue":
+        task = "glue " + str(recipe.get("tasks") or "all")
+    elif command.startswith("probe-"):
+        task = command.split("-", 1)[1]
+    else:
+        task = recipe.get("task") or metrics.get("task") or ""
+    return {"task": str(task or ""), "model": name}
+
+
+# ------------------------------------------------------------------------ metrics.json
+
+
+def write_metrics(run: Run, detail: dict, *, scores: dict[str, dict] | None = None, main_metric: str | None = None,
+                  main_value: Any = None, steps: int | None = None) -> dict:
+    """metrics.json in the one outer layout: schema, the run's command, the main metric's
+    name and value (by default `main_metric` in the first of `scores`), scores by split or
+    file, steps, timings; then `detail`, the command's own keys as they were (older tools
+    read them). What is not given is taken from `detail` as `read_metrics` reads an older
+    file (finetune's `dev`, `main_metric` and `steps` say it all). Returns what was written."""
+    outer = {**_outer(detail), "schema": SCHEMA, "command": run.command}
+    given = {"scores": scores, "main_metric": main_metric, "steps": steps}
+    outer.update({k: v for k, v in given.items() if v is not None})
+    if main_metric is not None:
+        outer["main_value"] = main_value if main_value is not None else _main_value(outer["scores"], main_metric, detail)
+    data = {**outer, **{k: v for k, v in detail.items() if k not in outer}}
+    run.write_json(METRICS, data)
+    return data
+
+
+def read_metrics(path: Path) -> dict:
+    """metrics.json of a run folder (or the file itself) in the one outer layout, whatever
+    bertctl version wrote it: {} when there is none; a BertctlError when it is unreadable
+    (cut short, or not a JSON object)."""
+    path = Path(path)
+    file = path / METRICS if path.is_dir() else path
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:  # a torn file, bytes that are not UTF-8, a folder
+        raise BertctlError(f"{file} is unreadable ({e})", fix="rerun the command that wrote it") from None
+    if not isinstance(data, dict):
+        raise BertctlError(f"{file} is unreadable (a JSON {type(data).__name__}, not an object)",
+                           fix="rerun the command that wrote it")
+    if data.get("schema") == SCHEMA and isinstance(data.get("scores"), dict):
+        return data
+    return {**_outer(data), **{k: v for k, v in data.items() if k not in _OUTER}}
+
+
+_OUTER = ("schema", "command", "main_metric", "main_value", "scores", "steps", "timings")
+_TIMINGS = ("train_seconds", "train_samples_per_s", "train_tokens_per_s", "tokens_per_s")
+_OLD_MAIN = ("glue_score", "mlm_accuracy", "perplexity", "lm_accuracy", "best_accuracy", "accuracy", "top1", "gap",
+             "best")  # what each command's metrics.json held before it named its main metric
+
+
+def _outer(data: dict) -> dict:
+    """The outer layout's keys for a metrics.json in a command's own layout, the one place
+    that knows them: finetune's `dev`/`test` with `main_metric` and `steps`, an eval-only's
+    scores under its file's name (`split`), a multi-file eval's `results`, pretrain's flat
+    keys with `step`, the other commands' flat keys."""
+    scores = {}
+    split = data.get("split")
+    for name in ("dev", "test", split if isinstance(split, str) else None):
+        if name and isinstance(data.get(name), dict):
+            scores[name] = data[name]
+    if isinstance(data.get("results"), dict):
+        scores.update({k: v for k, v in data["results"].items() if isinstance(v, dict)})
+    main = data.get("main_metric")
+    if not (isinstance(main, str) and any(main in v for v in scores.values())):
+        main = next((k for k in _OLD_MAIN if k in data), None)
+    steps = data.get("steps", data.get("step"))
+    return {"schema": 0, "command": data.get("command"), "main_metric": main,
+            "main_value": _main_value(scores, main, data), "scores": scores,
+            "steps": steps if isinstance(steps, int) and not isinstance(steps, bool) else None,
+            "timings": {k: data[k] for k in _TIMINGS if k in data}}
+
+
+def _main_value(scores: dict, main: str | None, data: dict) -> Any:
+    """The main metric in the first scores that hold it, else at the top of metrics.json."""
+    return next((v[main] for v in scores.values() if isinstance(v, dict) and main in v), data.get(main))
 
 
 # ------------------------------------------------------------------------ the lock
@@ -383,8 +582,6 @@ def _acquire_lock(run: Run) -> int:
     flock when the owner dies however it dies (kill -9, power loss), so a lock file
     whose flock can be taken is stale: it is taken over, with a note in the log. Under
     torchrun only rank 0 locks (the other ranks write nothing)."""
-    import fcntl
-
     key = str(run.path.resolve())
     if key in _HELD:  # this process already holds it (a library caller opening the folder again)
         fd, users = _HELD[key]
@@ -395,10 +592,8 @@ def _acquire_lock(run: Run) -> int:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
-            raise _disk_error(path, e) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+            raise disk_error(path, e) from None
+        if not _take(fd):
             holder = _holder(fd)
             os.close(fd)
             raise BertctlError(f"run folder {run.path} is in use by {_describe(holder)}",
@@ -422,6 +617,21 @@ def _acquire_lock(run: Run) -> int:
 
         say(note, stderr=True, soft_wrap=True)
     return fd
+
+
+def _take(fd: int, tries: int = 5) -> bool:
+    """The exclusive flock, retried for a moment: `bertctl runs` (is_live) holds a shared
+    one for an instant when it looks."""
+    import fcntl
+
+    for n in range(tries):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            if n + 1 < tries:
+                time.sleep(0.02)
+    return False
 
 
 def _release_lock(folder: Path, fd: int) -> None:

@@ -103,3 +103,20 @@ def test_runs_errors_are_one_line(cli, runs_dir, tmp_path):
     assert code == 2 and "not a run folder" in err
     code, _, err = cli("runs", "compare", runs_dir / "finetune-20250101-000000")
     assert code == 2 and "at least two" in err
+
+
+def test_real_runs_write_the_record_and_the_one_metrics_layout(runs_dir):
+    from bertctl.runs import read_metrics, read_record
+
+    ft, pt = runs_dir / "finetune-20250101-000000", runs_dir / "pretrain-20250103-000000"
+    record = read_record(ft)
+    assert (record.schema, record.command, record.task, record.status) == (1, "finetune", "sentiment", "finished")
+    assert record.kind and record.model and not record.inferred
+    m = read_metrics(ft)
+    assert (m["schema"], m["command"], m["scores"]["dev"]) == (1, "finetune", m["dev"])
+    assert m["main_value"] == m["dev"][m["main_metric"]] and m["steps"] > 0 and "train_seconds" in m["timings"]
+    record, m = read_record(pt), read_metrics(pt)
+    assert (record.command, record.task) == ("pretrain", "MLM + NSP")
+    assert (m["command"], m["main_metric"], m["steps"]) == ("pretrain", "mlm_accuracy", 6)
+    assert m["main_value"] == m["mlm_accuracy"] and "tokens_per_s" in m["timings"]
+    assert "metrics.json is gone" in " ".join(read_record(runs_dir / "finetune-20250104-000000").notes)

@@ -47,6 +47,8 @@ def show(run: Path = typer.Argument(..., help="A run folder.", show_default=Fals
     info = details(run)
     con = console()
     print_table(str(run), [info["summary"]], COLUMNS[1:])
+    for note in info["notes"]:
+        con.print(f"note: {note}", markup=False, soft_wrap=True)
     if info["recipe"]:
         con.print("[bold]recipe.yaml[/]")
         con.print(Syntax(info["recipe"], "yaml", theme="ansi_dark", background_color="default"))

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from bertctl.errors import BertctlError
+from bertctl.jsonl import parse
 
 # Long fields (whole documents in one cell) trip csv's 128 KiB default limit.
 csv.field_size_limit(2**31 - 1)
@@ -197,23 +198,7 @@ def _looks_like_header(first: list[str], rest: list[list[str]]) -> bool:
 def read_jsonl(path, *, encoding: str = "utf-8") -> list[dict]:
     """One JSON object per line; blank lines are ignored. Errors name the line."""
     path = _existing_file(path)
-    rows = []
-    for number, line in enumerate(_lines(path, encoding), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise BertctlError(
-                f"{path}: line {number} is not valid JSON ({e.msg} at column {e.colno})",
-                fix="fix that line; JSON lines files hold exactly one JSON object per line",
-            ) from None
-        if not isinstance(row, dict):
-            raise BertctlError(
-                f"{path}: line {number} is a JSON {type(row).__name__}, not an object",
-                fix='write each line as an object, e.g. {"text": "...", "label": 1}',
-            )
-        rows.append(row)
+    rows = [row for _, row in parse(_lines(path, encoding), path, torn_last_line="error")]
     if not rows:
         raise BertctlError(f"{path} is empty", fix="check the path or regenerate the file")
     return rows

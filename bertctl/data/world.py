@@ -21,7 +21,6 @@ fine-tune on English, evaluate zero-shot on "xx".
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -801,9 +800,8 @@ def write_corpus(path, n_docs: int, seed: int = 0, language: str = "en") -> Path
 
 def write_jsonl(path, rows: list[dict]) -> Path:
     """One JSON object per line (the format `datasets` loads with "json")."""
+    from bertctl import jsonl
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return path
+    return jsonl.write_jsonl(path, rows)

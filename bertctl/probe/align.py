@@ -282,6 +282,7 @@ def main(recipe, out=None) -> dict:
     from bertctl.probe.start import model_name, start
     from bertctl.probe.features import load_encoder
     from bertctl.report import Table, line_plot
+    from bertctl.runs import write_metrics
 
     block = recipe.align
     lexicon, sa, sb, origin = lexicon_and_sentences(block)
@@ -302,9 +303,10 @@ def main(recipe, out=None) -> dict:
                                       (world.pos_of(v) for v in known if v.lower() == w), "X"))
     run.write_json("align.json", result)
     h = result["headline"]["b_to_a"]
-    run.write_json("metrics.json", {"top1": h["plain"]["top1"], "top5": h["plain"]["top5"],
-                                    "top1_shifted": h["shifted"]["top1"], "top5_shifted": h["shifted"]["top5"],
-                                    "chance_top1": result["chance_top1"], "layer": result["layer"]})
+    scores = {"top1": h["plain"]["top1"], "top5": h["plain"]["top5"],
+              "top1_shifted": h["shifted"]["top1"], "top5_shifted": h["shifted"]["top5"]}
+    write_metrics(run, {**scores, "chance_top1": result["chance_top1"], "layer": result["layer"]},
+                  scores={f"{block.language_b}->{block.language_a}": scores}, main_metric="top1")
     xs = [r["layer"] for r in result["per_layer"]]
     line_plot(run.file("align.png"), {
         "top-1, no shift": (xs, [r["b_to_a"]["plain"]["top1"] for r in result["per_layer"]]),

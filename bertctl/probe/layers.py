@@ -266,6 +266,7 @@ def main(recipe, out=None) -> dict:
     from bertctl.probe.start import model_name, start
     from bertctl.probe.features import load_encoder
     from bertctl.report import Table, line_plot
+    from bertctl.runs import write_metrics
 
     block = recipe.layers
     data = load_data(block)
@@ -275,8 +276,9 @@ def main(recipe, out=None) -> dict:
     result = layers(enc, data, recipe.seed, block.max_iter, block.C, block.word_pool, block.sentence_pool,
                     recipe.random_control, recipe.batch_size, recipe.max_length)
     run.write_json("layers.json", result)
-    run.write_json("metrics.json", {"best_layer": result["best_layer"], "best": result["best"],
-                                    "best_random_init": result["best_random_init"], "majority": result["majority"]})
+    best = {"best_layer": result["best_layer"], "best": result["best"],
+            "best_random_init": result["best_random_init"], "majority": result["majority"]}
+    write_metrics(run, best, scores={"probe": best}, main_metric="best")
     xs = [r["layer"] for r in result["per_layer"]]
     series = {"model": (xs, [r["model"] for r in result["per_layer"]])}
     if result["random_init_model"]:

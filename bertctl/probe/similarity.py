@@ -237,6 +237,7 @@ def main(recipe, out=None) -> dict:
     from bertctl.probe.start import model_name, renderable, start
     from bertctl.probe.features import load_encoder
     from bertctl.report import Table, heatmap
+    from bertctl.runs import write_metrics
 
     block = recipe.similarity
     rows, word, origin, reference = sentences_from(block)
@@ -263,13 +264,15 @@ def main(recipe, out=None) -> dict:
                             caption="gap = within - between. Position-centred: each position's mean vector "
                                     f"({result['position_means_from']}) subtracted first. The static embedding cannot tell senses apart."))
         g = result["groups"]
-        run.write_json("metrics.json", {"vectors": result["vectors"], "within": g["contextual"]["within"],
-                                        "between": g["contextual"]["between"], "gap": g["contextual"]["gap"],
-                                        "raw_gap": g["model"]["raw"]["gap"], "static_gap": g["static_embedding"]["gap"],
-                                        **({"random_init_gap": g["random_init"]["gap"],
-                                            "random_init_raw_gap": g["random_init"]["raw"]["gap"]} if "random_init" in g else {})})
+        scores = {"within": g["contextual"]["within"], "between": g["contextual"]["between"],
+                  "gap": g["contextual"]["gap"]}
+        write_metrics(run, {"vectors": result["vectors"], **scores,
+                            "raw_gap": g["model"]["raw"]["gap"], "static_gap": g["static_embedding"]["gap"],
+                            **({"random_init_gap": g["random_init"]["gap"],
+                                "random_init_raw_gap": g["random_init"]["raw"]["gap"]} if "random_init" in g else {})},
+                      scores={"senses": scores}, main_metric="gap")
     else:  # no sense groups: still every run folder's metrics.json
-        run.write_json("metrics.json", {"vectors": result["vectors"], "layer": result["layer"], "sentences": n})
+        write_metrics(run, {"vectors": result["vectors"], "layer": result["layer"], "sentences": n}, scores={})
     run.log(f"probe similarity on {enc.label}: {len(rows)} sentences from {origin}")
     return {"run": run.path, "result": result, "tables": tables,
             "warnings": [result["warning"]] if "warning" in result else []}

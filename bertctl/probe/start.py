@@ -26,7 +26,7 @@ def model_name(recipe) -> str:
 def start(recipe, subcommand: str, out, precision) -> Run:
     """The run folder; `precision`: the probe's ResolvedPrecision, kept in run.json."""
     run = Run.create(out, f"probe-{subcommand}")
-    run.note(precision=precision.record())
+    run.note(task=subcommand, model=model_name(recipe), precision=precision.record())
     run.write_text("recipe.yaml", f"# bertctl probe {subcommand} {run.path / 'recipe.yaml'}\n" + dump(recipe))
     return run
 
