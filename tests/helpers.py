@@ -267,7 +267,7 @@ ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELI
        "OMP_NUM_THREADS": "1", "COLUMNS": "250", "MPLBACKEND": "Agg", "BERTCTL_DEBUG": "0"}
 
 
-TIMING = {"tokens_per_s", "train_seconds", "train_samples_per_s", "train_tokens_per_s"}
+TIMING = {"tokens_per_s", "train_seconds", "train_samples_per_s", "train_tokens_per_s", "timings"}
 
 
 def _cli_process(argv: list[str], cwd: str, log: str, env: dict, max_file_bytes: int | None = None) -> None:

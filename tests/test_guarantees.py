@@ -40,7 +40,7 @@ def _cli(*argv):
 
 
 def _metrics(run: Path) -> dict:
-    timing = {"tokens_per_s", "train_seconds"}
+    timing = {"tokens_per_s", "train_seconds", "timings"}
     return {k: v for k, v in json.loads((run / "metrics.json").read_text()).items() if k not in timing}
 
 

@@ -20,7 +20,6 @@ only rank 0 writes files: the others wait (`wait_for_everyone`) until what they 
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -33,7 +32,8 @@ from bertctl.glue import score, submission
 from bertctl.glue.config import SANE_MAX_EPOCHS, GlueRecipe
 from bertctl.glue.data import HOW_TO_PROVIDE, TaskData, load_task, locate
 from bertctl.glue.tasks import TASKS, GlueTask, task_names
-from bertctl.runs import Run, read_json, write_json
+from bertctl.jsonl import read_jsonl, write_jsonl
+from bertctl.runs import Run, read_json, read_metrics, write_json, write_metrics
 
 DONE = "glue.json"
 
@@ -108,8 +108,6 @@ def is_sane(recipe: GlueRecipe) -> bool:
 def write_task_files(data: TaskData, folder: Path, write: bool = True) -> dict[str, Path]:
     """Rows as JSON lines for `finetune` (one shape for every task, quirks gone).
     write=False: only the paths (the other ranks under torchrun, rank 0 writes)."""
-    from bertctl.runs import atomic_write_text
-
     if write:
         folder.mkdir(parents=True, exist_ok=True)
     files = {}
@@ -117,7 +115,7 @@ def write_task_files(data: TaskData, folder: Path, write: bool = True) -> dict[s
     def put(name: str, rows: list[dict]) -> Path:
         path = folder / f"{name}.jsonl"
         if write:
-            atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+            write_jsonl(path, rows)
         return path
 
     files["train"] = put("train", data.train)
@@ -147,8 +145,8 @@ def finetune_task(task: GlueTask, data: TaskData, files: dict[str, Path], recipe
     evals, tests = list(data.evals), list(data.tests)
     ft = finetune_recipe(recipe, task, {"train": files["train"], "dev": files[f"eval:{evals[0]}"],
                                         "test": files[f"test:{tests[0]}"] if tests else None}, seed)
-    if (folder / "metrics.json").exists() and (folder / "model").is_dir():
-        dev = read_json(folder / "metrics.json")["dev"]  # trained earlier; only the extra steps were missing
+    if Run(folder, "finetune").finished():
+        dev = read_metrics(folder)["scores"]["dev"]  # trained earlier; only the extra steps were missing
     else:
         dev = finetune(ft, Run.create(folder, "finetune", resume=resume), resume=resume)
     wait_for_everyone()  # rank 0 has written the predictions read below
@@ -164,12 +162,12 @@ def finetune_task(task: GlueTask, data: TaskData, files: dict[str, Path], recipe
         if is_main_process():  # evaluation is not distributed: rank 0 does it, the others read its files
             if rows:  # all remaining test sets in one file, split back by length
                 combined = files["train"].parent / "more_tests.jsonl"
-                combined.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+                write_jsonl(combined, rows)
                 overrides.append(f"data.test={combined}")
             shutil.rmtree(out, ignore_errors=True)  # a half-written evaluation from an interrupted suite
             evaluate_run(folder, overrides, out=out, name="dev")
         wait_for_everyone()
-        by_split[name] = read_json(out / "metrics.json")["dev"]
+        by_split[name] = read_metrics(out)["scores"]["dev"]
         if k == 0 and extra_tests:
             preds = _read_predictions(out / "predictions_test.jsonl", len(rows))
             for t in extra_tests:
@@ -181,7 +179,7 @@ def finetune_task(task: GlueTask, data: TaskData, files: dict[str, Path], recipe
 def _read_predictions(path: Path, n: int) -> list:
     if not path.exists():
         raise BertctlError(f"finetune wrote no {path.name}", fix="this is a bug; please report it")
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = read_jsonl(path)
     rows.sort(key=lambda r: r.get("index", 0))
     if len(rows) != n:
         raise BertctlError(f"{path}: {len(rows)} predictions for {n} test rows", fix="rerun the task (delete its folder)")
@@ -204,8 +202,7 @@ def _prepare_seed_folder(folder: Path, resume: bool) -> bool | None:
         return None
     state = False
     if resume and folder.is_dir():
-        trained = (folder / "metrics.json").exists() and (folder / "model").is_dir()
-        if trained or Run(folder, "finetune").latest_checkpoint() is not None:
+        if Run(folder, "finetune").finished() or Run(folder, "finetune").latest_checkpoint() is not None:
             state = True
         elif is_main_process():
             shutil.rmtree(folder)  # never reached a checkpoint: nothing worth keeping
@@ -242,6 +239,7 @@ def run_suite(recipe: GlueRecipe, run: Run, resume: bool = False, say: Callable[
     say(f"GLUE data: {source.describe()}")
     say(f"tasks: {', '.join(present)}" + (f"; skipped: {', '.join(f'{n} ({w})' for n, w in skipped.items())}" if skipped else ""))
     run.log(f"GLUE from {source.describe()}; tasks {present}; skipped {skipped}; seeds {seeds}")
+    run.note(task=f"glue {', '.join(present)}", model=str(recipe.model.name_or_path))
 
     notes: list[str] = []
     if not is_sane(recipe):
@@ -306,8 +304,9 @@ def _write_outputs(run: Run, recipe: GlueRecipe, results: dict, runs: dict, best
     written.append(run.write_text("results.csv", score.csv_text(results)))
     written.append(run.write_text("results.md", score.markdown(rows, title, notes + [f"skipped {n}: {w}" for n, w in skipped.items()])))
     written.append(score.bar_chart(run.file("glue.png"), results, str(recipe.model.name_or_path)))
-    run.write_json("metrics.json", {"glue_score": summary["glue_score"], "tasks": {n: r["score"] for n, r in results.items()},
-                                    "complete": summary["complete"]})
+    tasks = {n: r["score"] for n, r in results.items()}
+    write_metrics(run, {"glue_score": summary["glue_score"], "tasks": tasks, "complete": summary["complete"]},
+                  scores={"dev": tasks}, main_metric="glue_score")
     return written
 
 

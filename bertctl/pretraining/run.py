@@ -17,7 +17,7 @@ import numpy as np
 
 from bertctl.console import console, say
 from bertctl.errors import BertctlError
-from bertctl.runs import read_json
+from bertctl.runs import read_json, write_metrics
 
 EVAL_EPOCH = 1_000_000  # the "epoch" the held-out masks are drawn for: fixed, never trained on
 
@@ -254,6 +254,8 @@ def pretrain(recipe, run, resume: bool = False) -> dict:
 
     run.start(input_files(recipe.data), resume)
     obj, s = recipe.objective, recipe.train
+    run.note(task=_describe(obj), model=f"{recipe.model.layers}x{recipe.model.hidden} from scratch"
+             if recipe.from_scratch else str(recipe.model.init))
     with state.main_process_first():  # rank 0 trains the tokenizer and fills the cache; the others reuse it
         tokenizer = _tokenizer(recipe, run, resume, log)
         train, heldout, cache = prepare_sequences(recipe, tokenizer, log)
@@ -296,7 +298,7 @@ def pretrain(recipe, run, resume: bool = False) -> dict:
                "parameters": n_params, "train_sequences": len(train), "heldout_sequences": evaluate.n,
                "vocab_size": len(tokenizer), "objective": _describe(obj), "precision": result.precision.record()}
     _save_final(model, tokenizer, run, result.state_dict)
-    run.write_json("metrics.json", metrics)
+    write_metrics(run, metrics, scores={"heldout": final}, main_metric="mlm_accuracy" if obj.kind == "mlm" else "perplexity")
     from bertctl.modelcard import pretrain_card
 
     pretrain_card(run, recipe, metrics)  # model/README.md

@@ -137,6 +137,7 @@ def _write_results(run, task: Task, recipe: PromptRecipe, mode: str, results: li
     """metrics.json, results.md and the plot; returns metrics.json's dict with "tables": the
     terminal table (with the majority-class row)."""
     from bertctl.report import Table, line_plot
+    from bertctl.runs import write_metrics
 
     report = {"task": task.name, "mode": mode, "source": task.source, "n_eval": len(task.eval_rows),
               "n_pool": len(task.pool_rows), "labels": task.words, "normalize": recipe.scoring.normalize,
@@ -153,7 +154,8 @@ def _write_results(run, task: Task, recipe: PromptRecipe, mode: str, results: li
         columns = ["model", "shots", "n", "seconds"]
     if task.labelled and results:
         report["best_accuracy"] = max(r["accuracy"] for r in results)
-    run.write_json("metrics.json", report)
+    write_metrics(run, report, scores={f"{r['model']} {r['shots']}-shot": r for r in results},
+                  main_metric="best_accuracy" if "best_accuracy" in report else None)
     run.write_text("results.md", f"# bertctl prompt: {task.name}\n\n" + _write_table_md(table_rows, columns))
     if series:
         line_plot(run.file("accuracy_vs_shots.png"), series, "demonstrations in the prompt (K)", "accuracy",
@@ -177,6 +179,7 @@ def run_prompt(recipe: PromptRecipe, out=None, show_prompt: bool = False, consol
     from bertctl.precision import report
     from bertctl.prompting.lm import load_lm
     from bertctl.recipe import dump
+    from bertctl.jsonl import dumps_line
     from bertctl.runs import Run
 
     console = console or make_console(quiet=True)
@@ -188,6 +191,7 @@ def run_prompt(recipe: PromptRecipe, out=None, show_prompt: bool = False, consol
     options = option_texts(task) if mode == "score" else []
 
     run = Run.create(out, "prompt")
+    run.note(task=task.name, model=", ".join(map(str, recipe.models)))
     run.write_text("recipe.yaml", dump(recipe))
     summary = (f"task {task.name} ({mode}): {len(task.eval_rows)} examples from {task.source}, "
                f"{len(task.pool_rows)} in the demonstration pool; shots {', '.join(map(str, recipe.shots))}")
@@ -225,7 +229,7 @@ def run_prompt(recipe: PromptRecipe, out=None, show_prompt: bool = False, consol
                     row = task.eval_rows[p["index"]]
                     line = {"model": shown, "shots": k, **p, "demos": demos, "prompt": prompt,
                             "input": {f: row.get(f) for f in task.input_fields()}}
-                    pred_file.write(json.dumps(line, ensure_ascii=False) + "\n")
+                    pred_file.write(dumps_line(line))
                 pred_file.flush()
                 entry = {"model": shown, "shots": k, "n": len(preds), "seconds": round(seconds, 2),
                          "precision": lm.precision.name}
