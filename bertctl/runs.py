@@ -347,18 +347,17 @@ def read_record(path: Path) -> RunRecord | None:
             return None
     except OSError:
         return None
-    notes = []
     data = _json_object(path / RECORD)
-    if data is None and (path / RECORD).exists():
-        notes.append("run.json is unreadable: the record below is inferred")
     inferred = not (data and data.get("command"))
     if inferred:
         command = _recipe_command(path)
         if not command:
             return None
         data = {"command": command, "status": "finished" if _json_object(path / METRICS) is not None else "running"}
-        notes.append("no run.json (a folder from an older bertctl): its record is inferred from recipe.yaml, "
-                     "metrics.json and checkpoints")
+        why = "run.json is unreadable" if (path / RECORD).exists() else "no run.json (a folder from an older bertctl)"
+        notes = [f"{why}: its record is inferred from recipe.yaml, metrics.json and checkpoints"]
+    else:
+        notes = []
     recorded = str(data.get("status"))
     status = _status_now(path, recorded, notes)
     facts = {k: str(data.get(k) or "") for k in ("task", "kind", "model", "started", "finished", "error")}
