@@ -15,6 +15,12 @@ import sys
 import click
 import typer
 from typer.core import TyperGroup
+from typer.exceptions import Exit
+
+try:  # Typer >= 0.25 vendors Click: the errors it raises are its own copy's, not click's
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover - older Typer on the real Click
+    from click import UsageError
 
 from bertctl.console import console
 from bertctl.distributed import is_main_process, world_size
@@ -75,15 +81,28 @@ class Group(TyperGroup):
         record(sys.argv[1:] if args is None else list(args))  # model cards quote the exact command
         return super().main(args, *a, **k)
 
+    def make_context(self, info_name, args, parent=None, **extra):
+        """A bad option of bertctl itself (`bertctl --nonsense`): one error line too."""
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except UsageError as e:
+            error = _usage_error(e)
+            if error is None:
+                raise
+            _print_error(error)
+            raise Exit(error.exit_code) from None
+
     def invoke(self, ctx: click.Context):
         from bertctl import runs
+        from bertctl.console import set_quiet
 
+        set_quiet(False)  # a command's --quiet lasts for that command (CliRunner runs many in one process)
         try:
             result = super().invoke(ctx)
         except BaseException as e:
             # the run folders this command opened: unlocked, and a failed start leaves none behind
             failed = e if not isinstance(e, Exception) or isinstance(e, BertctlError) else (_disk_full(e) or e)
-            runs.close_all(None if isinstance(e, click.exceptions.Exit) and e.exit_code == 0 else failed)
+            runs.close_all(None if isinstance(e, (Exit, click.exceptions.Exit)) and e.exit_code == 0 else failed)
             return self._report(ctx, e)
         runs.close_all(None)
         return result
@@ -100,17 +119,36 @@ class Group(TyperGroup):
                 "[bold red]error:[/] interrupted. Run the command again; a training run continues from its last "
                 "checkpoint with --resume (from the start if it had none)", markup=True)
             ctx.exit(130)
+        except UsageError as e:  # a bad option or value of a command: one line, not Click's usage box
+            error = _usage_error(e)
+            if error is None:
+                raise
+            _print_error(error)
+            ctx.exit(error.exit_code)
         except Exception as e:
             error = e if isinstance(e, BertctlError) else (_disk_full(e) or _missing_package(e))
             if error is None or _state["debug"]:
                 raise
-            from rich.markup import escape
-
             if not is_main_process():  # under torchrun every rank raises the same error: print it once (rank 0)
                 _quiet_exit(ctx, error.exit_code)
-            # escaped: the line quotes paths and values, and rich would eat "[...]" in them as markup
-            console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(error.line())}", markup=True)
+            _print_error(error)
             ctx.exit(error.exit_code)
+
+
+def _print_error(error: BertctlError) -> None:
+    from rich.markup import escape
+
+    # escaped: the line quotes paths and values, and rich would eat "[...]" in them as markup
+    console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(error.line())}", markup=True)
+
+
+def _usage_error(e: UsageError) -> BertctlError | None:
+    """Click's parameter errors (no such option, `-b 0`, `-b abc`, a missing argument) as a
+    BertctlError pointing at the command's --help; None for "no arguments: show the help"."""
+    if type(e).__name__ == "NoArgsIsHelpError":
+        return None
+    where = f"{e.ctx.command_path} --help" if e.ctx is not None else "bertctl --help"
+    return BertctlError(e.format_message(), fix=f"see `{where}`")
 
 
 app = typer.Typer(

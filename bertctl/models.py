@@ -85,6 +85,12 @@ def resolve(source: str, allow_pickle: bool = False) -> ModelSource:
         if path.is_dir() and (path / "config.json").exists():
             check_weights(path, allow_pickle)
             return ModelSource(str(path), "local", str(path))
+        adapter = next((p for p in (path / "model", path) if (p / "adapter_config.json").is_file()), None)
+        if adapter is not None:  # a LoRA/QLoRA run (or its model/): the adapter alone is no model
+            run = path if adapter != path else path.parent
+            raise BertctlError(f"{path} is a LoRA adapter run, not a whole model",
+                               fix=f"use its merged/ folder ({run / 'merged'}), or rerun finetune with --merge "
+                                   f"(on the finished run: bertctl finetune {run / 'recipe.yaml'} --out {run} --resume --merge)")
         raise BertctlError(f"{path} is not a model (no config.json, and not a bertctl run folder with model/)",
                            fix="pass a Hugging Face model folder, a bertctl run folder, or a hub id")
     if source.startswith((".", "/", "~")) or source.count("/") > 1:

@@ -178,13 +178,18 @@ def find_recipe(source: str) -> Path:
     )
 
 
-def read_yaml(path: Path) -> dict:
+def recipe_text(path: Path) -> str:
+    """A recipe file's text; not UTF-8, unreadable or a folder: one error line."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise BertctlError(f"recipe {path} is not UTF-8 text", fix="save it as UTF-8") from None
     except OSError as e:  # a folder named x.yaml, a broken link, no permission
         raise BertctlError(f"cannot read recipe {path} ({e.strerror or e})", fix="pass a readable .yaml file") from None
+
+
+def read_yaml(path: Path) -> dict:
+    text = recipe_text(path)
     try:
         data = parse_yaml(text)  # a SafeLoader: a recipe must never construct objects
     except _DuplicateKey as e:
@@ -235,6 +240,18 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     except (yaml.YAMLError, _DuplicateKey, RecursionError):
         value = raw
     return key.split("."), value
+
+
+def option_overrides(options: dict[str, Any]) -> list[str]:
+    """Command-line options that set recipe keys (`--model X`: model.name_or_path), as the
+    overrides `key=value` that say the same thing, so an option and its override go through
+    one parser and one validation in every command. None (option not given) is left out;
+    the value is written as JSON (YAML 1.2 reads it back as it was), so `--model 1e-4` or
+    `--model yes` stays the text it was given, and a path as the str of the path."""
+    import json
+
+    return [f"{key}={json.dumps(str(v) if isinstance(v, os.PathLike) else v, ensure_ascii=False)}"
+            for key, v in options.items() if v is not None]
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
@@ -421,9 +438,14 @@ def launch_line(path: Path) -> str:
 
 
 def copy_recipe(name: str, dest: Path) -> Path:
+    """Copy a recipe to dest (a folder, or a file path whose missing folders are made)."""
     src = find_recipe(name)
     dest = dest / src.name if dest.is_dir() else dest
     if dest.exists():
         raise BertctlError(f"{dest} already exists", fix="choose another destination or delete it first")
-    shutil.copyfile(src, dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+    except OSError as e:  # a file where a folder should be, no permission
+        raise BertctlError(f"cannot write {dest} ({e.strerror or e})", fix="choose a destination you can write") from None
     return dest

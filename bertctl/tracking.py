@@ -1,5 +1,6 @@
 """What the training loop reports besides metrics.jsonl: experiment trackers and, when
-stdout is not a terminal, one progress line per logging step.
+stderr is not a terminal, one progress line per logging step (on stderr, the progress
+channel: stdout holds results only; hidden by --quiet).
 
 Trackers (`train.report_to: [tensorboard, mlflow, wandb]`, default none) go through
 accelerate's tracking API (`Accelerator(log_with=...)`, `init_trackers`, `log`,
@@ -113,7 +114,7 @@ def progress_line(describe: str, step: int, total: int, row: dict, eta_s: float 
 
 
 class Lines:
-    """Progress as lines on stdout (for logs), when stdout is not a terminal."""
+    """Progress as lines on stderr (for logs), when stderr is not a terminal."""
 
     def __init__(self, describe: str, total: int, start: int):
         self.describe, self.total, self.start, self.t0 = describe, total, start, time.perf_counter()
@@ -121,8 +122,8 @@ class Lines:
     def update(self, step: int, row: dict) -> None:
         done = step - self.start
         eta = (time.perf_counter() - self.t0) / done * (self.total - step) if done > 0 else None
-        print(progress_line(self.describe, step, self.total, row, eta), file=sys.stdout, flush=True)
+        print(progress_line(self.describe, step, self.total, row, eta), file=sys.stderr, flush=True)
 
 
 def wants_lines() -> bool:
-    return not sys.stdout.isatty()
+    return not sys.stderr.isatty()

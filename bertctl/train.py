@@ -109,7 +109,7 @@ def resolved_precision(requested: str, run: Run) -> ResolvedPrecision:
     from bertctl.console import say
 
     precision = resolve(requested, process_state().device)
-    report(precision, run, lambda text: say(text, stderr=True, soft_wrap=True))
+    report(precision, run, lambda text: say(text, soft_wrap=True))
     return precision
 
 
@@ -439,12 +439,15 @@ class _nullcontext:
 
 
 class _progress:
-    """A rich progress bar with ETA on the main process; silent elsewhere. When stdout is
-    not a terminal (a batch job's log), one line per logging step instead (tracking.Lines)."""
+    """A rich progress bar with ETA on stderr on the main process; silent elsewhere and under
+    --quiet. When stderr is not a terminal (a batch job's log), one line per logging step
+    instead (tracking.Lines)."""
 
     def __init__(self, enabled: bool, describe: str, total: int, start: int):
+        from bertctl.console import is_quiet
         from bertctl.tracking import Lines, wants_lines
 
+        enabled = enabled and not is_quiet()
         self.lines = Lines(describe, total, start) if enabled and wants_lines() else None
         self.enabled = enabled and self.lines is None
         self.total, self.start, self.describe = total, start, describe
@@ -453,8 +456,11 @@ class _progress:
         if self.enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+            from bertctl.console import progress_console
+
             self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), transient=False)
+                                TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), transient=False,
+                                console=progress_console())
             self.bar.__enter__()
             self.task = self.bar.add_task(self.describe, total=self.total, completed=self.start, loss="-")
         return self

@@ -397,3 +397,21 @@ def recipe(model_path: Path | str, task: str = "cls", **extra):
             "train": {"epochs": 1, "batch_size": 16, "lr": 1e-3, "precision": "fp32", "log_every": 1,
                       "keep_checkpoints": 1, "warmup": 0.0}}
     return FinetuneRecipe.model_validate(_merge(base, extra))
+
+
+# ---------------------------------------------------------------------- refused commands
+
+
+def digest(folder: Path) -> dict[str, str]:
+    """sha256 of every file under folder, by relative path (links to nowhere are no files)."""
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def assert_unchanged(folder: Path, before: dict[str, str]) -> None:
+    """Every file that was under folder is there, byte for byte (a refused command changes nothing)."""
+    after = digest(folder)
+    changed = sorted(name for name, h in before.items() if after.get(name) != h)
+    assert not changed, f"a refused command changed or removed: {changed}"

@@ -206,12 +206,12 @@ def test_cli_bare_task_runs_offline_and_says_which_model(cli, tmp_path, tiny, mo
     code, out, err = cli("finetune", "--task", "nli", "--out", tmp_path / "cli", f"model.name_or_path={tiny}",
                          "data.world.train=48", "data.world.dev=16", "train.epochs=1", "train.precision=fp32")
     assert code == 0, err
-    assert f"model: {tiny}" in out and "nli: dev" in out and "accuracy" in out
+    assert f"model: {tiny}" in err and "nli: dev" in out and "accuracy" in out  # progress on stderr
     assert (tmp_path / "cli" / "model" / "config.json").exists()
     code, out, err = cli("finetune", "--eval-only", tmp_path / "cli", "data.world.language=xx",
                          "--out", tmp_path / "xx")
     assert code == 0, err
-    assert "eval-only" in out and (tmp_path / "xx" / "metrics.json").exists()
+    assert "eval-only" in err and (tmp_path / "xx" / "metrics.json").exists()
 
 
 def test_cli_errors_are_one_line(cli, tmp_path):

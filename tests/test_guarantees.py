@@ -70,7 +70,7 @@ def test_a_finished_finetune_run_resumed_changes_nothing(tiny, tmp_path):
     assert set(record["inputs"]) == {"data.train", "data.dev"} and len(record["inputs"]["data.train"]["sha256"]) == 64
     before = (tmp_path / "run" / "metrics.json").read_bytes()
     result = _cli(*argv, "--resume")
-    assert result.exit_code == 0 and "already finished" in result.stdout
+    assert result.exit_code == 0 and "already finished" in result.stderr
     assert (tmp_path / "run" / "metrics.json").read_bytes() == before
 
 

@@ -101,7 +101,7 @@ def test_progress_lines_when_stdout_is_not_a_terminal(tmp_path, tiny, capsys):
     from bertctl.finetune.run import finetune
 
     finetune(recipe(tiny, "sentiment", train={"log_every": 3}), Run.create(tmp_path / "q", "finetune"), quiet=True)
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err  # progress: stderr (stdout holds results only)
     lines = [l for l in out.splitlines() if l.startswith("finetune sentiment: step ")]
     assert [l.split()[3] for l in lines] == ["3/6", "6/6"] and "ETA" in lines[0] and "tokens/s" in lines[0]
 

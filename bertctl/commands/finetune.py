@@ -11,7 +11,8 @@ from typing import List, Optional
 
 import typer
 
-from bertctl.commands._common import ARGS, OUT, RESUME, split_args, wrote
+from bertctl.commands._common import (ARGS, OUT, QUIET, RESUME, check_model, holds_files, quiet_progress, split_args,
+                                      wrote)
 from bertctl.console import console
 from bertctl.errors import BertctlError
 
@@ -54,8 +55,10 @@ def finetune(
     compare_init: bool = COMPARE,
     push_to_hub: Optional[str] = PUSH,
     model: Optional[str] = MODEL,
+    quiet: bool = QUIET,
 ) -> None:
     """Fine-tune a pretrained encoder (a bertctl pretrain run, a local HF folder, a hub id) and report dev metrics."""
+    quiet_progress(quiet)
     recipe_name, overrides = split_args(args)
     if eval_only is not None:
         if model is not None:
@@ -64,7 +67,7 @@ def finetune(
         _eval_only(eval_only, recipe_name, overrides, out, task, resume, merge, compare_init)
         return
 
-    from bertctl.recipe import load
+    from bertctl.recipe import load, option_overrides
     from bertctl.runs import Run
     from bertctl.finetune.config import FinetuneRecipe
     from bertctl.finetune.kinds import canonical_task
@@ -72,24 +75,24 @@ def finetune(
 
     if task is not None:
         canonical_task(task)  # unknown names fail here, with the list
-        overrides = [f"task={task}", *overrides]
-    if model is not None:
-        overrides.append(f"model.name_or_path={model}")
-    if merge:
-        overrides.append("merge=true")
-    if compare_init:
-        overrides.append("compare_init=true")
+    # options are overrides (--task first: a task= override wins over it, as it always did)
+    overrides = [*option_overrides({"task": task}), *overrides,
+                 *option_overrides({"model.name_or_path": model, "merge": merge or None,
+                                    "compare_init": compare_init or None})]
     recipe, path = load(FinetuneRecipe, recipe_name, overrides, default_recipe(task))
     from bertctl.recipe import refuse_unused
     from bertctl.finetune.config import unused_settings
 
     refuse_unused(unused_settings(recipe), path, overrides)
     if push_to_hub:
-        from bertctl.hub import check_online
+        from bertctl.hub import check_online, check_repo
 
-        check_online()  # before training, not after
+        check_repo(push_to_hub)  # before training, not after
+        check_online()
+    if not resume and holds_files(out):  # `finetune myexp/recipe.yaml --out myexp`: a bad model changes nothing
+        check_model(recipe.model.name_or_path, recipe.model.allow_pickle)
     run = Run.create(out, "finetune", resume)
-    run_finetune(recipe, run, resume)
+    run_finetune(recipe, run, resume, quiet=quiet)
     if run.main:  # under torchrun/accelerate only rank 0 prints (and only it wrote metrics.json)
         show(run.path)
         wrote(run.path)

@@ -25,6 +25,8 @@ def predict(
                                                help="Input column for a role (text, text_pair, tokens, question, "
                                                     "context, id); default: as in the run's recipe."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", min=1, help="Default: the run's eval_batch_size."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Hide progress (stderr); predictions, warnings and "
+                                                            "errors still show."),
 ) -> None:
     """Predict with a fine-tuned run (any task kind; full, LoRA, QLoRA or merged).
 
@@ -33,7 +35,9 @@ def predict(
     per word (+ entity spans for BIO tags), the answer with its character span and score, or the value.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see `bertctl pretrain`: before torch is imported
-    from bertctl.console import console
+    from bertctl.console import progress_console, say, set_quiet
+
+    set_quiet(quiet)
     from bertctl.predict import Predictor, find_run, predict_stream, read_rows
     from bertctl.finetune.run import load_run_recipe
 
@@ -44,13 +48,14 @@ def predict(
     recipe = load_run_recipe(run_path, [])
     columns = {**{k: v for k, v in recipe.data.columns.model_dump().items() if v}, **columns}
     rows = read_rows(input, recipe.kind, columns, fmt)  # a missing file fails here, before the model loads
-    err = console(stderr=True, soft_wrap=True)
+    err = progress_console(soft_wrap=True)
     predictor = Predictor.load(run_dir, batch_size)
     from bertctl.precision import announce
 
-    announce(predictor.precision, lambda text: err.print(f"[dim]{text}[/]"))
+    announce(predictor.precision, lambda text: say(text, soft_wrap=True))
     t0 = time.perf_counter()
     target = out.with_name(f".{out.name}.tmp-{os.getpid()}") if out else None
+    made = _make_parents(out) if out else []  # --out x/y.jsonl: x/ is made (and removed again on failure)
     sink = open(target, "w", encoding="utf-8") if target else sys.stdout
     try:
         with _bar(err) as advance:
@@ -63,6 +68,8 @@ def predict(
         if target:
             sink.close()
             target.unlink(missing_ok=True)
+            for folder in made:
+                folder.rmdir()
         raise
     if target:
         sink.close()
@@ -70,6 +77,17 @@ def predict(
     seconds = time.perf_counter() - t0
     err.print(f"[dim]predicted {n:,} rows in {seconds:.1f} s ({n / max(seconds, 1e-9):,.0f} rows/s) "
               f"with {run_path} ({recipe.kind})[/]" + (f" -> {out}" if out else ""))
+
+
+def _make_parents(path: Path) -> list[Path]:
+    """Make the missing folders above path; returns them, deepest first (to remove them again)."""
+    missing = [p for p in path.absolute().parents if not p.exists()]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file where a folder should be, no permission
+        raise BertctlError(f"cannot make the folder {path.parent} for --out ({e.strerror or e})",
+                           fix="choose an --out in a folder you can write") from None
+    return missing
 
 
 def _columns(items: list[str]) -> dict[str, str]:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 from typing import List, Optional
 
-from bertctl.commands._common import ARGS, OUT, RESUME, split_args, wrote
+from bertctl.commands._common import ARGS, OUT, QUIET, RESUME, quiet_progress, split_args, wrote
 from bertctl.console import console
 
 
-def pretrain(args: Optional[List[str]] = ARGS, out: Optional[str] = OUT, resume: bool = RESUME) -> None:
+def pretrain(args: Optional[List[str]] = ARGS, out: Optional[str] = OUT, resume: bool = RESUME,
+             quiet: bool = QUIET) -> None:
     """Pretrain a BERT (MLM with NSP/SOP, whole-word or span masking) or a GPT-style causal LM.
 
     With no arguments: a small BERT on the generated World corpus, offline, in a few minutes.
@@ -19,6 +20,7 @@ def pretrain(args: Optional[List[str]] = ARGS, out: Optional[str] = OUT, resume:
     # Idle OpenMP threads sleep instead of spinning (only effective before torch is imported):
     # with other processes on a 2-core box, spinning threads made a training step ~15x slower.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    quiet_progress(quiet)
     from bertctl.pretraining.config import PretrainRecipe
     from bertctl.recipe import load
     from bertctl.report import print_table

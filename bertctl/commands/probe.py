@@ -12,8 +12,8 @@ from typing import List, Optional
 
 import typer
 
-from bertctl.commands._common import ARGS, OUT, split_args, wrote
-from bertctl.console import console, say
+from bertctl.commands._common import ARGS, OUT, QUIET, quiet_progress, split_args, wrote
+from bertctl.console import say, warn
 
 app = typer.Typer(help="Probe what a model knows: word senses, layers, checkpoints, cross-lingual alignment.",
                   no_args_is_help=True)
@@ -23,18 +23,16 @@ MODEL = typer.Option(None, "--model", "-m",
                           "else the newest runs/pretrain-*, else minilm).")
 
 
-def _recipe(subcommand: str, args: Optional[List[str]], model: Optional[str]):
-    import os
-
+def _recipe(subcommand: str, args: Optional[List[str]], model: Optional[str], quiet: bool = False):
     from bertctl.probe.start import check_subcommand
     from bertctl.probe.config import ProbeRecipe
-    from bertctl.recipe import load
+    from bertctl.recipe import load, option_overrides
 
+    quiet_progress(quiet)
     source, overrides = split_args(args)
-    recipe, path = load(ProbeRecipe, source, overrides, "probe")
+    recipe, path = load(ProbeRecipe, source, [*overrides, *option_overrides({"model.name_or_path": model or None})],
+                        "probe")
     check_subcommand(recipe, subcommand, path)
-    if model:
-        recipe.model.name_or_path = str(Path(model).resolve()) if os.path.exists(model) else model
     return recipe
 
 
@@ -45,37 +43,41 @@ def _show(done: dict) -> None:
     for table in done["tables"]:
         print_table(*table)
     for warning in done.get("warnings", []):
-        console().print(f"[yellow]warning:[/] {warning}")
+        warn(warning)
     wrote(done["run"])
 
 
 @app.command("similarity")
-def similarity(args: Optional[List[str]] = ARGS, model: Optional[str] = MODEL, out: Optional[Path] = OUT) -> None:
+def similarity(args: Optional[List[str]] = ARGS, model: Optional[str] = MODEL, out: Optional[Path] = OUT,
+               quiet: bool = QUIET) -> None:
     """Cosine similarity of one word's contextual vectors across sentences (senses)."""
     from bertctl.probe.similarity import main
 
-    _show(main(_recipe("similarity", args, model), out))
+    _show(main(_recipe("similarity", args, model, quiet), out))
 
 
 @app.command("layers")
-def layers(args: Optional[List[str]] = ARGS, model: Optional[str] = MODEL, out: Optional[Path] = OUT) -> None:
+def layers(args: Optional[List[str]] = ARGS, model: Optional[str] = MODEL, out: Optional[Path] = OUT,
+           quiet: bool = QUIET) -> None:
     """Linear probe accuracy per layer, next to a majority and a random-init control."""
     from bertctl.probe.layers import main
 
-    _show(main(_recipe("layers", args, model), out))
+    _show(main(_recipe("layers", args, model, quiet), out))
 
 
 @app.command("checkpoints")
-def checkpoints(args: Optional[List[str]] = ARGS, model: Optional[str] = MODEL, out: Optional[Path] = OUT) -> None:
+def checkpoints(args: Optional[List[str]] = ARGS, model: Optional[str] = MODEL, out: Optional[Path] = OUT,
+                quiet: bool = QUIET) -> None:
     """Probes over the checkpoints of a `bertctl pretrain` run, against the training step."""
     from bertctl.probe.checkpoints import main
 
-    _show(main(_recipe("checkpoints", args, model), out, say=say))
+    _show(main(_recipe("checkpoints", args, model, quiet), out, say=say))
 
 
 @app.command("align")
-def align(args: Optional[List[str]] = ARGS, model: Optional[str] = MODEL, out: Optional[Path] = OUT) -> None:
+def align(args: Optional[List[str]] = ARGS, model: Optional[str] = MODEL, out: Optional[Path] = OUT,
+          quiet: bool = QUIET) -> None:
     """Translate words between two languages by nearest neighbour, with and without the mean shift."""
     from bertctl.probe.align import main
 
-    _show(main(_recipe("align", args, model), out))
+    _show(main(_recipe("align", args, model, quiet), out))

@@ -8,8 +8,8 @@ from typing import List, Optional
 
 import typer
 
-from bertctl.commands._common import ARGS, OUT, split_args, wrote
-from bertctl.console import console
+from bertctl.commands._common import ARGS, OUT, QUIET, quiet_progress, split_args, wrote
+from bertctl.console import console, progress_console
 
 
 def prompt(
@@ -24,6 +24,7 @@ def prompt(
     show_prompt: bool = typer.Option(False, "--show-prompt", help="Print the exact prompt of the first example "
                                                                   "at every K."),
     out: Optional[Path] = OUT,
+    quiet: bool = QUIET,
 ) -> None:
     """Prompt a causal LM with a task description, K demonstrations and the query.
 
@@ -36,24 +37,20 @@ def prompt(
     # Idle OpenMP threads sleep instead of spinning: on a busy machine with few cores, spinning
     # threads made each forward up to 7x slower here. Only effective before torch is imported.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    quiet_progress(quiet)
     from bertctl.prompting.config import PromptRecipe, parse_shots
     from bertctl.prompting.run import run_prompt
-    from bertctl.recipe import load, validate
+    from bertctl.recipe import load, option_overrides
     from bertctl.report import print_table
 
     recipe_arg, overrides = split_args(args)
+    # command-line options win over the recipe (they come last); model paths resolve against the cwd
+    overrides += option_overrides({"shots": parse_shots(shots) if shots is not None else None, "task": task,
+                                   "models": list(model) if model else None})
     recipe, path = load(PromptRecipe, recipe_arg, overrides, default="prompt")
-    options = {}
-    if shots is not None:
-        options["shots"] = parse_shots(shots)
-    if task is not None:
-        options["task"] = task
-    if model:
-        options["models"] = list(model)
-    if options:  # command-line options win over the recipe; model paths resolve against the cwd
-        recipe = validate(PromptRecipe, {**recipe.model_dump(), **options}, f"{path.name} (with options)",
-                          Path.cwd())
-    result = run_prompt(recipe, out=out, show_prompt=show_prompt, console=console())
+    # the work as it happens (task, models loading, bars) on stderr; prompts asked for and
+    # generations (results) on stdout
+    result = run_prompt(recipe, out=out, show_prompt=show_prompt, console=progress_console(), stdout=console())
     for table in result["tables"]:
         print_table(*table)
     wrote(Path(result["run"]))

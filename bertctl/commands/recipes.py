@@ -30,9 +30,9 @@ def list_() -> None:
 @app.command("show")
 def show(name: str = typer.Argument(..., help="Built-in name or YAML path.")) -> None:
     """Print a recipe's YAML."""
-    from bertctl.recipe import find_recipe
+    from bertctl.recipe import find_recipe, recipe_text
 
-    typer.echo(find_recipe(name).read_text(encoding="utf-8"), nl=False)
+    typer.echo(recipe_text(find_recipe(name)), nl=False)
 
 
 @app.command("copy")

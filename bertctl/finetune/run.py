@@ -44,16 +44,16 @@ RANDOM_DIR = "random-init"
 
 
 class _Say:
-    """Print a line (unless quiet) and keep it in the run's log.txt."""
+    """A progress line on stderr (unless quiet; see bertctl.console.say) kept in the run's log.txt."""
 
     def __init__(self, run: Run | None, quiet: bool = False):
         self.run, self.quiet = run, quiet
 
     def __call__(self, text: str) -> None:
         if not self.quiet and (self.run is None or self.run.main):
-            from bertctl.console import console
+            from bertctl.console import say
 
-            console(soft_wrap=True).print(text, markup=False)
+            say(text, soft_wrap=True, markup=False)
         if self.run is not None:
             self.run.log(text)
 

@@ -148,8 +148,12 @@ def locate(glue_dir: str | None, source: str = "auto"):
         if not root.is_dir():
             raise BertctlError(f"GLUE folder {root} does not exist", fix=HOW_TO_PROVIDE)
         local = LocalGlue(root)
-        if all(local.missing(t) for t in TASKS.values()):
-            raise BertctlError(f"{root} holds no GLUE task (no CoLA/train.tsv, SST-2/train.tsv, ...)", fix=HOW_TO_PROVIDE)
+        why = [local.missing(t) for t in TASKS.values()]
+        if all(why):
+            # a task folder that is there but incomplete says which file it lacks (SST-2/ lacks dev.tsv)
+            lacking = [w for w, t in zip(why, TASKS.values()) if (root / t.name).is_dir()]
+            raise BertctlError(f"{root} holds no GLUE task ({'; '.join(lacking) or 'no CoLA/train.tsv, SST-2/train.tsv, ...'})",
+                               fix=HOW_TO_PROVIDE)
         return local
     if source == "local":
         raise BertctlError("no GLUE folder given (source: local)", fix=HOW_TO_PROVIDE)

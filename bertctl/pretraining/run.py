@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bertctl.console import console, say
+from bertctl.console import say
 from bertctl.errors import BertctlError
 from bertctl.runs import read_json, write_metrics
 
@@ -247,8 +247,7 @@ def pretrain(recipe, run, resume: bool = False) -> dict:
     if resume and run.finished():  # nothing to do, and nothing to rewrite (metrics.json keeps its timings)
         metrics = read_json(run.file("metrics.json"))
         if run.main:  # said, not logged: the finished run's files stay as they are
-            console(stderr=True).print(f"{run.path} already finished (step {metrics.get('step', '?')}): "
-                                       "nothing to resume")
+            say(f"{run.path} already finished (step {metrics.get('step', '?')}): nothing to resume")
         return metrics
     from bertctl.pretraining.corpus import input_files
 

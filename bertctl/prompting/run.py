@@ -85,8 +85,8 @@ def _score_one(lm, task: Task, recipe: PromptRecipe, requests, calibration, opti
 
 
 def _generate_one(lm, task: Task, recipe: PromptRecipe, k: int, prompts: list[str], console) -> list[dict]:
-    """Generate a continuation for every eval row at K shots, streaming it to the terminal
-    (unless the console is quiet)."""
+    """Generate a continuation for every eval row at K shots, streaming it to stdout
+    (unless `console`, the results console, is quiet)."""
     from bertctl.prompting.lm import generate
 
     settings = recipe.generation.model_copy(update={"stream": recipe.generation.stream and not console.quiet})
@@ -166,12 +166,14 @@ def _write_results(run, task: Task, recipe: PromptRecipe, mode: str, results: li
     return {**report, "tables": [Table(f"bertctl prompt: {task.name}", table_rows, columns, caption=caption)]}
 
 
-def run_prompt(recipe: PromptRecipe, out=None, show_prompt: bool = False, console=None) -> dict:
+def run_prompt(recipe: PromptRecipe, out=None, show_prompt: bool = False, console=None, stdout=None) -> dict:
     """Prompt every model at every K on the task; returns what metrics.json holds, with "run"
     (the folder) and "tables" (the results table, to print).
 
-    console: the rich Console (bertctl.console) that shows the work as it happens: the task,
-    --show-prompt, models loading, progress bars, streamed generations; None: nothing shown.
+    console: the rich Console (bertctl.console) that shows the work as it happens (the CLI's
+    is on stderr): the task, models loading, progress bars; None: nothing shown.
+    stdout: the Console for what the user asked to see as it comes (the CLI's is stdout):
+    --show-prompt and streamed generations; None: nothing shown.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -183,6 +185,7 @@ def run_prompt(recipe: PromptRecipe, out=None, show_prompt: bool = False, consol
     from bertctl.runs import Run
 
     console = console or make_console(quiet=True)
+    stdout = stdout or make_console(quiet=True)
     task = load_task(recipe)
     mode = choose_mode(recipe, task)
     fixed = recipe.demos == "fixed"
@@ -201,7 +204,7 @@ def run_prompt(recipe: PromptRecipe, out=None, show_prompt: bool = False, consol
         console.print(f"  [dim]{note}[/]")
         run.log(note)
     if show_prompt:
-        _show_prompts(console, prompts, options)
+        _show_prompts(stdout, prompts, options)
 
     results, series = [], {}
     with open(run.file("predictions.jsonl"), "w", encoding="utf-8") as pred_file:
@@ -223,7 +226,7 @@ def run_prompt(recipe: PromptRecipe, out=None, show_prompt: bool = False, consol
                         preds = _score_one(lm, task, recipe, requests[k], calibration[k], options,
                                            lambda n: bar.advance(job, n))
                 else:
-                    preds = _generate_one(lm, task, recipe, k, prompts[k][0], console)
+                    preds = _generate_one(lm, task, recipe, k, prompts[k][0], stdout)
                 seconds = time.perf_counter() - t0
                 for p, prompt, demos in zip(preds, *prompts[k]):
                     row = task.eval_rows[p["index"]]
