@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import TINY_PRETRAIN, assert_unchanged, digest, make_glue, sentiment_rows, tsv, write
+from .helpers import (TINY_PRETRAIN, assert_unchanged, digest, make_glue, save_model, sentiment_rows, tiny_bpe_tokenizer,
+                      tiny_llama, tsv, write)
 
 TINY_FINETUNE = ["model.max_length=32", "train.epochs=1", "train.batch_size=8", "train.precision=fp32",
                  "train.log_every=1"]
@@ -113,6 +114,19 @@ def test_pretrain_and_probe_progress_on_stderr_quiet_hides_it(tiny, tmp_path):
     assert quiet.exit_code == 0 and "probing " not in quiet.stderr, quiet.stderr
 
 
+def test_prompt_progress_on_stderr_results_and_asked_for_prompts_on_stdout(tmp_path):
+    bpe = tiny_bpe_tokenizer()
+    folder = save_model(tiny_llama(len(bpe)), bpe, tmp_path / "tiny")
+    argv = ["prompt", "--shots", "0,1", "--model", folder, "data.limit=4", "data.pool_size=8"]
+    loud = _invoke(*argv, "--out", tmp_path / "a", "--show-prompt")
+    assert loud.exit_code == 0, loud.output
+    assert "loading " in loud.stderr and "loading " not in loud.stdout
+    assert "prompt of example 0 at 1 shots" in loud.stdout and "accuracy" in loud.stdout  # asked for, and results
+    quiet = _invoke(*argv, "--out", tmp_path / "b", "--quiet")
+    assert quiet.exit_code == 0 and quiet.stderr.strip() == "", quiet.stderr
+    assert "accuracy" in quiet.stdout and "Wrote" in quiet.stdout
+
+
 def test_every_command_that_trains_or_scores_takes_quiet():
     from typer.main import get_command
 
@@ -208,6 +222,16 @@ def test_refused_finetune_into_a_folder_with_the_users_recipe_changes_nothing(tm
     _one_error_line(_invoke("finetune", exp / "recipe.yaml", "--out", exp, "--model", tmp_path / "empty"),
                     "is not a model")
     assert_unchanged(tmp_path, before)
+    # a data file that is not there, a column that is not in the file
+    _one_error_line(_invoke("finetune", exp / "recipe.yaml", "--out", exp, "--model", "minilm",
+                            f"data.train={tmp_path / 'nope.tsv'}", f"data.dev={tmp_path / 'nope.tsv'}"), "nope.tsv")
+    tsv(tmp_path / "d" / "train.tsv", ["words", "label"], sentiment_rows(8))
+    before = digest(tmp_path)
+    _one_error_line(_invoke("finetune", exp / "recipe.yaml", "--out", exp, "--model", "minilm",
+                            f"data.train={tmp_path / 'd' / 'train.tsv'}", f"data.dev={tmp_path / 'd' / 'train.tsv'}"),
+                    "column")
+    assert_unchanged(tmp_path, before)
+    assert sorted(p.name for p in exp.iterdir()) == ["log.txt", "recipe.yaml"]
 
 
 def test_refused_predict_and_probe_change_nothing(finetuned, tmp_path):
@@ -243,6 +267,7 @@ def test_refused_eval_glue_resume_keeps_the_suite_resumable(tmp_path, tiny):
     fast = ["train.epochs=1", "train.batch_size=8", "train.precision=fp32", "submission=false"]
     first = _invoke("eval-glue", "--model", tiny, "--glue-dir", glue, "--tasks", "RTE", "--out", out, *fast)
     assert first.exit_code == 0, first.output
+    assert "GLUE data: " in first.stderr and "GLUE data: " not in first.stdout and "RTE" in first.stdout
     for done in (out / "RTE").glob("seed*/glue.json"):  # as if stopped before RTE's result was kept
         done.unlink()
     before = digest(out)

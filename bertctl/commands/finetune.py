@@ -89,8 +89,8 @@ def finetune(
 
         check_repo(push_to_hub)  # before training, not after
         check_online()
-    if not resume and holds_files(out):  # `finetune myexp/recipe.yaml --out myexp`: a bad model changes nothing
-        check_model(recipe.model.name_or_path, recipe.model.allow_pickle)
+    if not resume and holds_files(out):  # `finetune myexp/recipe.yaml --out myexp`: refused, it changes nothing
+        _check_inputs(recipe)
     run = Run.create(out, "finetune", resume)
     run_finetune(recipe, run, resume, quiet=quiet)
     if run.main:  # under torchrun/accelerate only rank 0 prints (and only it wrote metrics.json)
@@ -100,6 +100,16 @@ def finetune(
             from bertctl.hub import push
 
             console().print(f"[bold green]Pushed[/] {run.path / 'model'} to {push(run.path, push_to_hub)}")
+
+
+def _check_inputs(recipe) -> None:
+    """What training would refuse first (the model; the data: files, columns, labels), checked
+    before the run folder is opened. Only for a folder that already holds files: the data is
+    then read twice."""
+    from bertctl.finetune.data import load_splits
+
+    check_model(recipe.model.name_or_path, recipe.model.allow_pickle)
+    load_splits(recipe.data, recipe.kind, task=recipe.task)
 
 
 def _eval_only(run_dir: Path, recipe_name, overrides, out, task, resume, merge, compare_init) -> None:
