@@ -17,7 +17,7 @@ warm-up and weight decay, one process, in one run:
 Throughput is training windows per second of each training loop (both sides cut the
 same questions into the same windows); tokenisation and evaluation are excluded.
 Quality: SQuAD F1/EM on the dev questions, both sides decoded by the same code
-(bertctl.finetune.qa.best_answers, which scores every valid span as run_qa's
+(bertctl.finetune.qa_spans.best_answers, which scores every valid span as run_qa's
 postprocessing does with n_best 20 and max_answer_length 30).
 
     python benchmarks/qa_throughput.py                 # 1,500 questions, 1 epoch: ~20 minutes on 2 cores
@@ -92,7 +92,7 @@ def load_rows(args) -> tuple[list[dict], list[dict], str]:
 
 def score(args, dev, features, start_logits, end_logits) -> dict:
     from bertctl import metrics
-    from bertctl.finetune import qa
+    from bertctl.finetune import qa_spans as qa
 
     answers = qa.best_answers(dev, features, start_logits, end_logits, 30, 20, version_2=False)
     return metrics.squad({k: a["text"] for k, a in answers.items()}, dev)
@@ -143,7 +143,7 @@ def run_trainer(args, train, dev, model_path: str) -> dict:
     from transformers import (AutoModelForQuestionAnswering, AutoTokenizer, Trainer, TrainingArguments,
                               default_data_collator)
 
-    from bertctl.finetune import qa
+    from bertctl.finetune import qa_spans as qa
 
     tok = AutoTokenizer.from_pretrained(model_path)
     train_ds = Dataset.from_dict(dict(run_qa_train_features(tok, train, args.max_length, args.doc_stride)))
@@ -199,7 +199,7 @@ def padding_report(args, train, model_path: str) -> dict:
     """Mean window length: real tokens vs what each side computes on."""
     from transformers import AutoTokenizer
 
-    from bertctl.finetune import qa
+    from bertctl.finetune import qa_spans as qa
     from bertctl.finetune.base import length_grouped_batches
 
     tok = AutoTokenizer.from_pretrained(model_path)

@@ -9,13 +9,16 @@ Memory stays bounded whatever the input size: rows are read lazily and handled C
 time (tokenised, sorted by length so batches carry little padding, run, written as JSON
 lines in input order, forgotten). One output line per input row:
 
-    cls, nli, dna   {"index", "label", "probabilities": {label: p}}
-    regression      {"index", "value"}
-    tag             {"index", "tokens", "tags"} (+ "entities" when the tags are BIO)
-    qa              {"index", "id", "answer", "start", "end", "score"} (+ "null_score" on SQuAD 2.0)
+    cls, nli, dna   {"index", "text"(, "text_pair"), "label", "probabilities": {label: p}, "prediction"}
+    regression      {"index", "text"(, "text_pair"), "value", "prediction"}
+    tag             {"index", "tokens", "tags"(, "entities" when the tags are BIO), "prediction"}
+    qa              {"index", "id", "question", "answer", "start", "end", "score"(, "null_score",
+                    "null_odds" on SQuAD 2.0), "prediction"}
 
-What a kind reads and writes is its own (Task.inputs, read_line, input_row, output_records
-in bertctl.finetune); this module streams, chunks and batches.
+the same records as a run's predictions_<split>.jsonl, less "gold" (one function writes
+both: bertctl.finetune.base.prediction_records). What a kind reads and writes is its own
+(Task.inputs, read_line, input_row, decode, fields in bertctl.finetune); this module streams,
+chunks and batches.
 """
 
 from __future__ import annotations
@@ -36,24 +39,6 @@ FORMATS = ("auto", "tsv", "csv", "jsonl", "text")
 # ---------------------------------------------------------------------------- the model
 
 
-def find_run(path: Path) -> tuple[Path, Path]:
-    """(run folder, model folder) for a finetune run folder or one of its model/ or
-    merged/ folders."""
-    path = Path(path)
-    if not path.exists():
-        raise BertctlError(f"{path} does not exist", fix="pass the folder of a `bertctl finetune` run")
-    if (path / "recipe.yaml").exists():
-        if not (path / "model").is_dir():
-            raise BertctlError(f"{path} has no model/ (the run did not finish)",
-                               fix="pass a finished `bertctl finetune` run, or --resume it first")
-        return path, path / "model"
-    if (path / "config.json").exists() or (path / "adapter_config.json").exists():
-        if (path.parent / "recipe.yaml").exists():
-            return path.parent, path
-    raise BertctlError(f"{path} is not a finetune run folder (no recipe.yaml)",
-                       fix="pass the --out folder of a `bertctl finetune` run (or its model/ or merged/)")
-
-
 @dataclass
 class Predictor:
     task: object
@@ -66,50 +51,40 @@ class Predictor:
     @classmethod
     def load(cls, path, batch_size: int | None = None, precision: str | None = None) -> "Predictor":
         """`precision`: auto, bf16, fp16 or fp32; None = the run's train.precision."""
-        from bertctl.finetune import methods
-        from bertctl.finetune.kinds import get_task
-        from bertctl.finetune.run import load_run_recipe
-        from bertctl.models import ModelSource, load_tokenizer
-        from bertctl.runs import read_json
-
-        run_dir, model_dir = find_run(path)
-        recipe = load_run_recipe(run_dir, [])
-        labels_path = run_dir / "labels.json"
-        labels = read_json(labels_path) if labels_path.exists() else None
-        task = get_task(recipe.kind)(recipe, labels)
-        if task.labels is None and task.has_label_set:
-            raise BertctlError(f"{run_dir} has no labels.json", fix="re-run the fine-tuning")
-        methods.quiet_transformers()
-        tokenizer = load_tokenizer(ModelSource(str(model_dir), "local", str(model_dir)), recipe.model.trust_remote_code)
-        task.setup(tokenizer)
-        model = methods.load_trained(model_dir, recipe, task)
-        if recipe.method == "lora" and methods.is_adapter(model_dir):
-            model = model.merge_and_unload()  # same function, one matmul per layer fewer
-        model.eval()
-        task.fit_length(tokenizer, model.config)
-        task.restore(run_dir)
+        from bertctl.finetune.finished import FinetuneRun
         from bertctl.precision import resolve
 
-        resolved = resolve(precision or recipe.train.precision, next(model.parameters()).device)
-        return cls(task, tokenizer, model, resolved,
-                   batch_size or recipe.eval_batch_size, str(run_dir))
+        run = FinetuneRun.load(path)
+        tokenizer = run.tokenizer()
+        task = run.task(tokenizer)
+        model = run.model(task)
+        task.fit_length(tokenizer, model.config)
+        resolved = resolve(precision or run.recipe.train.precision, next(model.parameters()).device)
+        return cls(task, tokenizer, model, resolved, batch_size or run.recipe.eval_batch_size, str(run.path))
 
     # ------------------------------------------------------------------ one chunk
     def predict(self, rows: list[dict], first_index: int = 0) -> list[dict]:
-        """One output record per row (role-keyed rows, see read_rows), in row order."""
-        from bertctl.finetune.base import batched_outputs
+        """One prediction record per row (role-keyed rows, see read_rows), in row order:
+        the shape of predictions_<split>.jsonl (bertctl.finetune.base.prediction_records)."""
+        from bertctl.finetune.base import prediction_records
         from bertctl.finetune.run import inference
 
         rows = self.task.predict_rows(rows, first_index)
         features = self.task.encode(self.tokenizer, rows, train=False)
         with inference(self.model, self.precision):
-            outputs = batched_outputs(self.model, features, self.task.collate, self.batch_size, self.task.outputs,
-                                      per_token=self.task.per_token)
-        records = self.task.output_records(rows, features, outputs)
-        return [{"index": first_index + i, **r} for i, r in enumerate(records)]
+            predictions = self.task.predict(self.model, rows, features, self.batch_size)
+        return prediction_records(self.task, rows, predictions, first_index)
+
+    def notes(self) -> list[str]:
+        """What encoding did to the input so far (rows cut at max_length, DNA symbols
+        outside A/C/G/T, long questions cut): the lines training shows."""
+        return self.task.report()
 
 
 # ---------------------------------------------------------------------------- input
+
+
+NOT_LINES = {".conll": "CoNLL", ".conllu": "CoNLL-U"}  # formats of training data that predict cannot read
 
 
 def _format(path: Path | None, fmt: str) -> str:
@@ -118,6 +93,11 @@ def _format(path: Path | None, fmt: str) -> str:
     if path is None:
         return "text"
     suffix = path.suffix.lower()
+    if suffix in NOT_LINES:
+        raise BertctlError(f"{path}: predict reads one example per line, not {NOT_LINES[suffix]} sentences",
+                           fix="write one sentence per line, words separated by spaces (a .txt file), or JSON lines "
+                               'such as {"tokens": [...]}; `bertctl finetune --eval-only RUN data.dev=FILE` scores '
+                               "a labelled CoNLL file")
     found = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".txt": "text"}.get(suffix)
     if found is None:
         raise BertctlError(f"{path}: cannot tell the format from the extension {suffix or '(none)'}",
@@ -125,31 +105,40 @@ def _format(path: Path | None, fmt: str) -> str:
     return found
 
 
-def _records(lines: Iterable[str], fmt: str, source: str) -> Iterator[dict]:
-    """Dict rows of a table or JSON-lines stream (no roles yet)."""
+def _records(lines: Iterable[str], fmt: str, source: str) -> Iterator[tuple[int, dict]]:
+    """(line number, dict row) of a table or JSON-lines stream (no roles yet). A leading
+    byte-order mark is dropped, as the training readers drop it."""
     if fmt in ("tsv", "csv"):
         reader = csv.DictReader(lines, delimiter="\t" if fmt == "tsv" else ",",
                                 quoting=csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL)
         try:
+            if reader.fieldnames:
+                reader.fieldnames = [c.strip().lstrip("\ufeff") for c in reader.fieldnames]
             for row in reader:
                 if None in row:
                     raise BertctlError(f"{source} line {reader.line_num}: more fields than the header has",
                                        fix="look for a stray delimiter on that line")
-                yield row
+                yield reader.line_num, row
         except csv.Error as e:
             raise BertctlError(f"{source} line {reader.line_num}: {e}", fix="fix the quoting on that line") from None
         return
     for n, line in enumerate(lines, 1):
+        if n == 1:
+            line = line.lstrip("\ufeff")
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
+            if n == 1 and line.lstrip().startswith(("{", "[")):  # one JSON document over many lines (SQuAD)
+                raise BertctlError(f"{source} is one JSON document (a SQuAD file?), not one JSON object per line",
+                                   fix='give one object per line, e.g. {"question": "...", "context": "..."}; '
+                                       "`bertctl finetune --eval-only RUN data.dev=FILE` scores a SQuAD file") from None
             raise BertctlError(f"{source} line {n}: not JSON ({e.msg})", fix="give one JSON object per line") from None
         if not isinstance(row, dict):
             raise BertctlError(f"{source} line {n}: a JSON {type(row).__name__}, not an object",
                                fix='give one object per line, e.g. {"text": "..."}')
-        yield row
+        yield n, row
 
 
 def input_roles() -> list[str]:
@@ -160,13 +149,29 @@ def input_roles() -> list[str]:
                    for r in (*t.inputs, *t.input_extras, *(["text_pair"] if t.pair != "never" else []))})
 
 
+def roles_read(task, columns: dict) -> list[str]:
+    """The roles a kind reads from `bertctl predict` input: its inputs, then what it reads
+    when there (text_pair when the run reads pairs, QA's id)."""
+    return [*task.inputs, *(["text_pair"] if task.reads_pair(columns) and "text_pair" not in task.inputs else []),
+            *task.input_extras]
+
+
+def check_columns(kind: str, given: dict, columns: dict) -> None:
+    """A --column ROLE the run's kind never reads is refused (it would be ignored)."""
+    from bertctl.finetune.kinds import get_task
+
+    task = get_task(kind)
+    unused = [role for role in given if role not in roles_read(task, columns)]
+    if unused:
+        raise BertctlError(f"--column {unused[0]}=...: a {kind} run does not read a {unused[0]}",
+                           fix=f"map only what it reads: {', '.join(roles_read(task, columns))}")
+
+
 def column_map(task, columns: dict, available: list[str], source: str) -> dict[str, str]:
     """role -> column of the input: the run's recipe mapping (or --column), else the
     task's default names; a missing required column names the available ones."""
-    optional = [*(["text_pair"] if task.reads_pair(columns) and "text_pair" not in task.inputs else []),
-                *task.input_extras]
     mapping = {}
-    for role in [*task.inputs, *optional]:
+    for role in roles_read(task, columns):
         chosen = columns.get(role)
         if chosen is None:
             chosen = next((c for c in task.columns.get(role, [role]) if c in available), None)
@@ -202,18 +207,20 @@ def read_rows(path: Path | None, kind: str, columns: dict | None = None, fmt: st
 
 def _iter_rows(path, task, columns: dict, fmt: str, stdin) -> Iterator[dict]:
     source = str(path) if path else "stdin"
-    handle = open(path, encoding="utf-8", newline="") if path else (stdin or sys.stdin)
+    handle = open(path, encoding="utf-8-sig", newline="") if path else (stdin or sys.stdin)
     try:
         if fmt == "text":
             pair = task.reads_pair(columns)
             for n, line in enumerate(handle, 1):
-                yield task.read_line(line.rstrip("\r\n"), pair, n, source)
+                yield task.read_line(line.rstrip("\r\n").lstrip("\ufeff") if n == 1 else line.rstrip("\r\n"),
+                                     pair, n, source)
             return
-        mapping = None
-        for row in _records(handle, fmt, source):
-            if mapping is None:
-                mapping = column_map(task, columns, list(row), source)
-            yield task.input_row({role: row.get(col) for role, col in mapping.items()})
+        mappings: dict[tuple, dict] = {}  # per set of keys: JSON lines need not all have the same ones
+        for n, row in _records(handle, fmt, source):
+            keys = tuple(row)
+            if keys not in mappings:
+                mappings[keys] = column_map(task, columns, list(row), f"{source} line {n}")
+            yield task.input_row({role: row[col] for role, col in mappings[keys].items()}, n, source)
     except UnicodeDecodeError as e:
         raise BertctlError(f"{source} is not UTF-8 text ({e.reason})", fix="convert it to UTF-8") from None
     finally:

@@ -1162,6 +1162,87 @@ def _(d, fx):
     return ["pretrain", *TINY_PRETRAIN, "train.batch_size=4096", f"data.cache_dir={fx['cache']}"]
 
 
+# ---------------------------------------------------------------------- issue 20: finished runs, predict input
+
+
+def _failed(d: Path, fx: dict) -> Path:
+    """A copy of the fixtures' finished run whose run.json says it failed."""
+    run = _ft_copy(d, fx, finished=True)
+    record = json.loads((run / "run.json").read_text())
+    record.update(status="failed", error="RuntimeError: out of memory")
+    (run / "run.json").write_text(json.dumps(record))
+    return run
+
+
+@row("predict: a run whose run.json says failed", r"ft-run did not finish \(.*failed.*\)\. --resume it first")
+def _(d, fx):
+    return ["predict", str(_failed(d, fx)), str(write(d / "in.txt", "a good film\n"))]
+
+
+@row("finetune --eval-only: a run whose run.json says failed", r"ft-run did not finish \(.*failed.*\)")
+def _(d, fx):
+    return ["finetune", "--eval-only", str(_failed(d, fx))]
+
+
+@row("finetune: a test-file label that train never had", r"test\.tsv: label\(s\) 'neutral' do not occur in the training data")
+def _(d, fx):
+    train = tsv(d / "train.tsv", ["sentence", "label"], sentiment_rows(8))
+    test = tsv(d / "test.tsv", ["sentence", "label"], [["a plain film", "neutral"]])
+    return ["finetune", "--task", "cls", f"model.name_or_path={fx['tiny']}", f"data.train={train}",
+            f"data.dev={train}", f"data.test={test}", *TINY_FINETUNE]
+
+
+@row("finetune --eval-only: a test-file label the run never had", r"test\.tsv: label\(s\) 'neutral' do not occur")
+def _(d, fx):
+    run = _ft_copy(d, fx, finished=True)
+    test = tsv(d / "test.tsv", ["sentence", "label"], [["a plain film", "neutral"]])
+    return ["finetune", "--eval-only", str(run), f"data.dev={d / FT_DATA / 'dev.tsv'}", f"data.test={test}"]
+
+
+@row("predict: a null text", r"in\.jsonl line 2: the text is null \(or missing\), not text\. give every row its text")
+def _(d, fx):
+    return ["predict", str(_ft_copy(d, fx, finished=True)), str(jsonl(d / "in.jsonl", [{"text": "fine"}, {"text": None}]))]
+
+
+@row("predict: a text that is a list", r"in\.jsonl line 1: the text is a list, not text")
+def _(d, fx):
+    return ["predict", str(_ft_copy(d, fx, finished=True)), str(jsonl(d / "in.jsonl", [{"text": ["a", "b"]}]))]
+
+
+@row("predict: a later row without the text column", r"in\.jsonl line 2: no column 'text / sentence / sentence1'")
+def _(d, fx):
+    return ["predict", str(_ft_copy(d, fx, finished=True)),
+            str(jsonl(d / "in.jsonl", [{"text": "fine"}, {"review": "lost"}]))]
+
+
+@row("predict: a CSV row shorter than its header", r"in\.csv line 3: the text is null \(or missing\)")
+def _(d, fx):
+    return ["predict", str(_ft_copy(d, fx, finished=True)), str(write(d / "in.csv", "id,text\n1,fine\n2\n"))]
+
+
+@row("predict: --column for a role the kind does not read", r"--column question=\.\.\.: a cls run does not read a question\. map only what it reads: text")
+def _(d, fx):
+    return ["predict", str(_ft_copy(d, fx, finished=True)), str(write(d / "in.txt", "fine\n")), "--column", "question=q"]
+
+
+@row("predict: a SQuAD JSON file", r"squad\.json is one JSON document \(a SQuAD file\?\), not one JSON object per line\. give one object per line")
+def _(d, fx):
+    squad = {"version": "v2.0", "data": [{"title": "t", "paragraphs": [{"context": "Ada wrote.", "qas": []}]}]}
+    return ["predict", str(_ft_copy(d, fx, finished=True)), str(write(d / "squad.json", json.dumps(squad, indent=2)))]
+
+
+@row("predict: a CoNLL file", r"eng\.conll: predict reads one example per line, not CoNLL sentences\. write one sentence per line")
+def _(d, fx):
+    return ["predict", str(_ft_copy(d, fx, finished=True)), str(write(d / "eng.conll", "EU B-ORG\nrejects O\n\n"))]
+
+
+@row("finetune --eval-only: the second of several files is missing", r"missing\.tsv.*(does not exist|no such file)")
+def _(d, fx):
+    run = _ft_copy(d, fx, finished=True)
+    return ["finetune", "--eval-only", str(run), f"data.dev=[{d / FT_DATA / 'dev.tsv'}, {d / 'missing.tsv'}]",
+            "--out", str(d / "evals")]
+
+
 # ---------------------------------------------------------------------- the test
 
 

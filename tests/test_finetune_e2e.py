@@ -62,7 +62,7 @@ def test_saved_model_loads_in_a_transformers_pipeline(cls_run):
 
 
 def test_eval_only_on_the_other_world_language(cls_run):
-    from bertctl.finetune.run import evaluate_run
+    from bertctl.finetune.evaluate import evaluate_run
 
     path, dev = cls_run
     same = evaluate_run(path, [], out=path.parent / "again", quiet=True)
@@ -74,7 +74,7 @@ def test_eval_only_on_the_other_world_language(cls_run):
 
 
 def test_eval_only_on_a_file_with_an_unknown_label(cls_run, tmp_path):
-    from bertctl.finetune.run import evaluate_run
+    from bertctl.finetune.evaluate import evaluate_run
 
     path, _ = cls_run
     bad = tmp_path / "other.jsonl"
@@ -132,7 +132,7 @@ def test_qa_model_reloads_with_auto_class_and_gives_the_same_answers(tmp_path, t
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
     from bertctl.finetune.data import load_splits
-    from bertctl.finetune.extractive import QaTask
+    from bertctl.finetune.qa_task import QaTask
     from bertctl.finetune.run import finetune, inference
 
     r = recipe(tiny, "qa", qa={"doc_stride": 16})
@@ -149,7 +149,8 @@ def test_qa_model_reloads_with_auto_class_and_gives_the_same_answers(tmp_path, t
 
 
 def test_compare_init_writes_both_runs_the_plot_and_the_table(tmp_path, tiny):
-    from bertctl.finetune.run import comparison_rows, finetune
+    from bertctl.finetune.compare import comparison_rows
+    from bertctl.finetune.run import finetune
 
     r = recipe(tiny, "dna", compare_init=True, train={"epochs": 2})
     dev = finetune(r, Run.create(tmp_path / "cmp", "finetune"), quiet=True)

@@ -45,7 +45,8 @@ def test_lora_saves_a_peft_adapter_with_the_head_and_merges(tmp_path, tiny):
 
 
 def test_lora_run_reloads_for_eval_only(tmp_path, tiny):
-    from bertctl.finetune.run import evaluate_run, finetune
+    from bertctl.finetune.evaluate import evaluate_run
+    from bertctl.finetune.run import finetune
 
     r = recipe(tiny, "pos", method="lora", train={"lr": 5e-3})
     dev = finetune(r, Run.create(tmp_path / "l", "finetune"), quiet=True)

@@ -214,3 +214,99 @@ def test_errors_are_one_line(cli, runs, tmp_path):
         from bertctl.predict import read_rows
 
         read_rows(tmp_path / "x.xml", "cls")
+
+
+# ------------------------------------------------------------------------ issue 20
+
+
+@pytest.mark.parametrize("name", ["cls", "pos", "qa", "regression"])
+def test_predict_writes_the_records_of_the_runs_predictions_file(cli, runs, tmp_path, name):
+    """One record shape: predict's lines are predictions_dev.jsonl's, less the gold."""
+    run_dir, r = runs(name)
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(row) + "\n" for row in _dev_rows(r)), encoding="utf-8")
+    code, out, err = cli("predict", run_dir, src)
+    assert code == 0, err
+    got = [json.loads(line) for line in out.splitlines()]
+    dev = _lines(run_dir / "predictions_dev.jsonl")
+    assert all("gold" in d for d in dev) and not any("gold" in g for g in got)
+    assert [list(g) for g in got] == [[k for k in d if k != "gold"] for d in dev]
+    assert [g["prediction"] for g in got] == [d["prediction"] for d in dev]
+
+
+def test_qa_no_answer_setting_is_read_from_the_record_not_the_predictions_file(cli, runs, tmp_path):
+    import shutil
+
+    run_dir, r = runs("qa")
+    assert json.loads((run_dir / "run.json").read_text())["decisions"] == {"qa.version_2": True}
+    line = json.dumps({"question": "Who lived there ?", "context": "Zoe lived in Hillcrest ."}) + "\n"
+    copy = shutil.copytree(run_dir, tmp_path / "run")
+    (copy / "predictions_dev.jsonl").unlink()  # an output file is no setting
+    code, out, err = _stdin(["predict", copy, "-"], line)
+    assert code == 0 and "null_score" in json.loads(out), err
+    # a run from before the record: its dev gold answers decide, once
+    old = shutil.copytree(run_dir, tmp_path / "old")
+    record = json.loads((old / "run.json").read_text())
+    del record["decisions"]
+    (old / "run.json").write_text(json.dumps(record))
+    code, out, err = _stdin(["predict", old, "-"], line)
+    assert code == 0 and "null_score" in json.loads(out), err
+
+
+def test_qa_ids_null_missing_or_given_later_and_twice(runs):
+    qa_dir, _ = runs("qa")
+    q = {"question": "Who lived there ?", "context": "Zoe lived in Hillcrest ."}
+    lines = [{**q, "id": None}, q, {**q, "id": "given"}, {**q, "id": 7}]
+    code, out, err = _stdin(["predict", qa_dir, "-"], "".join(json.dumps(x) + "\n" for x in lines))
+    assert code == 0, err
+    assert [json.loads(x)["id"] for x in out.splitlines()] == ["0", "1", "given", "7"]  # later ids kept
+    code, _, err = _stdin(["predict", qa_dir, "-"], "".join(json.dumps({**q, "id": "a"}) + "\n" for _ in range(2)))
+    assert code == 2 and "input rows 1 and 2 both have question id 'a'" in err and "evaluation" not in err
+
+
+def test_tokens_with_null_or_numbers(runs):
+    pos_dir, _ = runs("pos")
+    code, out, err = _stdin(["predict", pos_dir, "-", "--format", "jsonl"], json.dumps({"tokens": ["Zoe", 42, "slept"]}) + "\n")
+    assert code == 0, err
+    assert json.loads(out)["tokens"] == ["Zoe", "42", "slept"]  # a number is a word, as in training
+    code, out, err = _stdin(["predict", pos_dir, "-", "--format", "jsonl"], json.dumps({"tokens": ["Zoe", None]}) + "\n")
+    assert code == 2 and "line 1: the word 2 of tokens is null" in err and "Traceback" not in err
+
+
+def test_bom_csv_dna_symbols_and_cut_rows_are_said(cli, runs, tmp_path):
+    run_dir, _ = runs("cls")
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes("\ufefftext,label\nRuth liked the lemon .,positive\n".encode("utf-8"))
+    code, out, err = cli("predict", run_dir, bom)
+    assert code == 0, err
+    assert json.loads(out)["text"] == "Ruth liked the lemon ."
+    dna_dir, _ = runs("dna")
+    code, out, err = cli("predict", dna_dir, _write(tmp_path / "dna.txt", "ACGTNNACGT\nACGT\n"))
+    assert code == 0 and "2 symbol(s) outside A/C/G/T in 1 sequence(s)" in err, err
+    nli_dir, _ = runs("nli")  # pairs are cut at max_length, not read in windows
+    long = " ".join(["a man sleeps"] * 40)
+    code, out, err = cli("predict", nli_dir, _write(tmp_path / "pairs.tsv", f"premise\thypothesis\n{long}\tok\nhi\tok\n"))
+    assert code == 0 and "1 row(s) longer than model.max_length" in err, err
+
+
+def _write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_eval_only_checks_every_file_first_and_takes_existing_paths_literally(cli, runs, tmp_path):
+    from bertctl.finetune.evaluate import eval_files
+
+    run_dir, r = runs("cls")
+    dev = tmp_path / "dev[1].tsv"
+    _write(dev, "sentence\tlabel\nRuth liked the lemon .\tpositive\n")
+    _write(tmp_path / "dev1.tsv", "sentence\tlabel\nthe laptop was noisy .\tnegative\n")
+    assert eval_files([f"data.dev={dev}"]) == (None, [f"data.dev={dev}"])  # the file, not the glob dev1.tsv
+    code, _, err = cli("finetune", "--eval-only", run_dir, f"data.dev={dev}", "--out", tmp_path / "one")
+    assert code == 0, err
+    scored = _lines(tmp_path / "one" / "predictions_dev[1].jsonl")
+    assert [x["text"] for x in scored] == ["Ruth liked the lemon ."]
+    code, _, err = cli("finetune", "--eval-only", run_dir, f"data.dev=[{tmp_path / 'dev1.tsv'}, {tmp_path / 'gone.tsv'}]",
+                       "--out", tmp_path / "several")
+    assert code == 2 and "gone.tsv" in err
+    assert not (tmp_path / "several").exists()  # nothing scored, no half-made folders

@@ -271,7 +271,7 @@ def test_per_layer_probe_and_controls_on_a_tiny_encoder():
 
 
 def test_checkpoint_helpers(tmp_path):
-    from bertctl.probe.checkpoints import eval_curves, every_nth, run_folder
+    from bertctl.probe.learning_curves import eval_curves, every_nth, run_folder
 
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "metrics.jsonl").write_text(
@@ -382,3 +382,15 @@ def test_cls_pooling_of_a_causal_model_takes_the_last_real_token():
         with torch.no_grad():
             hs = torch.stack(enc.model(**batch, output_hidden_states=True).hidden_states)[:, 0]
         np.testing.assert_allclose(X[:, i], hs[:, -1].numpy(), atol=1e-5)   # [SEP], the last real token
+
+
+def test_masked_copies_mask_every_word_once():
+    from bertctl.probe.masked_pos import half_final_step, masked_copies
+
+    words, tags = [f"w{i}" for i in range(16)], ["X"] * 16
+    copies = list(masked_copies([(words, tags)], rate=0.15))
+    picked = [i for _, _, p in copies for i in p]
+    assert sorted(picked) == list(range(16)) and len(copies) == 7
+    assert all(len(p) <= 3 for _, _, p in copies)
+    assert half_final_step([0, 10, 20, 30], [0.0, 0.1, 0.3, 0.4]) == 20
+    assert half_final_step([0, 10], [0.0, 0.0]) is None

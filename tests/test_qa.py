@@ -11,15 +11,23 @@ import pytest
 import torch
 
 from bertctl.errors import BertctlError
-from bertctl.finetune.qa import (
+from bertctl.finetune.qa_spans import (
     check_answers,
+    best_answers,
     collate_qa,
-    decode,
     decode_nbest,
     prepare_eval_features,
     prepare_train_features,
     span_loss_sum,
 )
+
+
+def decode(examples, features, start_logits, end_logits, max_answer_length: int = 30, n_best: int = 20,
+           version_2: bool = True, null_threshold: float = 0.0) -> dict[str, str]:
+    """Answer text per example id (best_answers' text; was bertctl's, used only here)."""
+    answers = best_answers(examples, features, start_logits, end_logits, max_answer_length, n_best,
+                           version_2, null_threshold)
+    return {qid: a["text"] for qid, a in answers.items()}
 
 
 @pytest.fixture(scope="module")
@@ -404,3 +412,66 @@ def test_squad2_dev_labels_decode_to_gold_answers(tok, shared_data):
     predictions = decode(examples, evals, starts, ends)
     scores = squad(predictions, examples)
     assert scores["exact_match"] == 100.0 and scores["no_answer_total"] > 50
+
+
+# ------------------------------------------------------------------ issue 20
+
+
+def test_the_one_null_answer_rule_and_its_record_fields(tok):
+    """best_answers is the only "no answer" decision: training, --eval-only and predict
+    (QaTask.fields) all read its result."""
+    from bertctl.finetune.qa_task import QaTask
+
+    from .helpers import recipe
+
+    context = "alpha beta gamma"
+    ex = example("q", "Which?", context)
+    [ev] = prepare_eval_features(tok, [ex])
+    c = first_context_token(ev)
+    start, end = np.zeros(len(ev["input_ids"])), np.zeros(len(ev["input_ids"]))
+    start[0], end[0] = 3.0, 3.0  # null score 6
+    start[c + 1], end[c + 1] = 2.0, 2.0  # "beta": 4
+    null = best_answers([ex], [ev], [start], [end], version_2=True)["q"]
+    assert null["text"] == "" and null["start"] is None and null["score"] == null["null_score"] == 6.0
+    assert null["null_odds"] == pytest.approx(2.0)
+    # a threshold above the gap answers; SQuAD 1.1 decoding always answers
+    assert best_answers([ex], [ev], [start], [end], version_2=True, null_threshold=2.5)["q"]["text"] == "beta"
+    assert best_answers([ex], [ev], [start], [end], version_2=False)["q"]["text"] == "beta"
+    task = QaTask(recipe("minilm", "qa", qa={"version_2": True}), None)
+    assert task.fields(ex, null) == {"answer": "", "start": None, "end": None, "score": 6.0, "null_score": 6.0,
+                                     "null_odds": 2.0}
+    task = QaTask(recipe("minilm", "qa", qa={"version_2": False}), None)
+    assert set(task.fields(ex, null)) == {"answer", "start", "end", "score"}
+
+
+def test_long_questions_are_cut_to_max_query_length_and_counted(tok):
+    """BERT's run_squad keeps 64 question tokens: a 137-token question no longer refuses
+    an evaluation at max_length 128 (it did: only the context's room was checked)."""
+    from bertctl.finetune.qa_spans import MAX_QUERY_LENGTH
+
+    long_q = example("long", " ".join(["why"] * 137), "Ada Lovelace wrote notes.", "Ada Lovelace")
+    short = example("short", "Who wrote?", "Ada Lovelace wrote notes.", "Ada Lovelace")
+    counts = {}
+    feats = prepare_eval_features(tok, [long_q, short], max_length=128, doc_stride=32, counts=counts)
+    assert counts == {"questions_cut": 1} and {f["example_id"] for f in feats} == {"long", "short"}
+    first = next(f for f in feats if f["example_id"] == "long")
+    assert first["input_ids"].count(tok.convert_tokens_to_ids("why")) == MAX_QUERY_LENGTH == 64
+    assert prepare_train_features(tok, [long_q], max_length=128, doc_stride=32)  # training too
+
+
+def test_qa_rows_without_an_id_are_numbered(tmp_path):
+    import json
+
+    from bertctl.finetune.config import DataSettings
+    from bertctl.finetune.data import load_splits
+
+    rows = [{"question": "Who?", "context": "Ada wrote.", "answers": {"text": ["Ada"], "answer_start": [0]}, "id": None},
+            {"question": "What?", "context": "Ada wrote.", "answers": {"text": [], "answer_start": []}, "id": None}]
+    path = tmp_path / "qa.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    splits = load_splits(DataSettings(train=str(path), dev=str(path)), "qa")
+    assert [r["id"] for r in splits.dev] == ["0", "1"]  # was: "question id None appears twice"
+    for r in rows:
+        del r["id"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [r["id"] for r in load_splits(DataSettings(train=str(path), dev=str(path)), "qa").dev] == ["0", "1"]

@@ -122,7 +122,7 @@ def qa_run(tmp_path_factory, tiny):
 
 def test_predictions_json_is_what_the_official_script_reads(qa_run):
     from bertctl.finetune.data import load_splits
-    from bertctl.finetune.run import load_run_recipe
+    from bertctl.finetune.finished import load_run_recipe
 
     predictions = json.loads((qa_run / "predictions.json").read_text())
     null_odds = json.loads((qa_run / "null_odds.json").read_text())  # World QA has unanswerable questions
@@ -151,7 +151,7 @@ def _as_squad(rows, path):
 
 def test_eval_only_on_several_files_gives_a_row_folder_and_bar_per_file(qa_run, tmp_path, cli):
     from bertctl.finetune.data import load_splits
-    from bertctl.finetune.run import load_run_recipe
+    from bertctl.finetune.finished import load_run_recipe
 
     dev = load_splits(load_run_recipe(qa_run, []).data, "qa", need_train=False).dev
     _as_squad(dev[:12], tmp_path / "qa.aa.json")
@@ -248,7 +248,8 @@ def test_eval_only_data_override_clears_the_runs_split_by(tmp_path):
     must split_by (it only applies with a split)."""
     from bertctl.recipe import load
     from bertctl.finetune.config import FinetuneRecipe
-    from bertctl.finetune.run import load_run_recipe, write_recipe
+    from bertctl.finetune.finished import load_run_recipe
+    from bertctl.finetune.run import write_recipe
 
     r, _ = load(FinetuneRecipe, "finetune_squad", [], "finetune_squad")
     (tmp_path / "run").mkdir()

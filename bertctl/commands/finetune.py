@@ -1,7 +1,7 @@
 """`bertctl finetune --task TASK [RECIPE] [key=value ...]`: fine-tune an encoder on a task.
 
 Thin on purpose: pick the recipe, load it with the overrides, then call
-`bertctl.finetune.run.finetune` (or `evaluate_run` for --eval-only) and print the table.
+`bertctl.finetune.run.finetune` (or `finetune.evaluate.evaluate_run` for --eval-only) and print the table.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def _eval_only(run_dir: Path, recipe_name, overrides, out, task, resume, merge, 
                            fix="the model and training settings are those of the run")
     from datetime import datetime
 
-    from bertctl.finetune.run import evaluate_run
+    from bertctl.finetune.evaluate import evaluate_run
 
     out = out or Path(run_dir) / "evals" / f"eval-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     evaluate_run(run_dir, overrides, out)
@@ -137,7 +137,8 @@ def show(run_path: Path) -> None:
     """The results table(s) of a finished run folder (what metrics.json holds)."""
     from bertctl.report import print_table
     from bertctl.runs import read_json
-    from bertctl.finetune.run import comparison_rows, results_rows
+    from bertctl.finetune.compare import comparison_rows
+    from bertctl.finetune.run import results_rows
 
     summary = read_json(run_path / "metrics.json")
     if "rows" in summary:  # --eval-only on several files: a row per file

@@ -35,18 +35,19 @@ def predict(
     per word (+ entity spans for BIO tags), the answer with its character span and score, or the value.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see `bertctl pretrain`: before torch is imported
-    from bertctl.console import progress_console, say, set_quiet
+    from bertctl.console import progress_console, say, set_quiet, warn
 
     set_quiet(quiet)
-    from bertctl.predict import Predictor, find_run, predict_stream, read_rows
-    from bertctl.finetune.run import load_run_recipe
+    from bertctl.predict import Predictor, check_columns, predict_stream, read_rows
+    from bertctl.finetune.finished import find_run, load_run_recipe
 
     columns = _columns(column or [])
     if out is not None and out.exists():
         raise BertctlError(f"{out} already exists", fix="choose another --out, or remove it first")
     run_path, _ = find_run(run_dir)
     recipe = load_run_recipe(run_path, [])
-    columns = {**{k: v for k, v in recipe.data.columns.model_dump().items() if v}, **columns}
+    given, columns = columns, {**{k: v for k, v in recipe.data.columns.model_dump().items() if v}, **columns}
+    check_columns(recipe.kind, given, columns)
     rows = read_rows(input, recipe.kind, columns, fmt)  # a missing file fails here, before the model loads
     err = progress_console(soft_wrap=True)
     predictor = Predictor.load(run_dir, batch_size)
@@ -74,6 +75,8 @@ def predict(
     if target:
         sink.close()
         os.replace(target, out)
+    for note in predictor.notes():  # as training says them: rows cut at max_length, odd DNA symbols, ...
+        warn(note)
     seconds = time.perf_counter() - t0
     err.print(f"[dim]predicted {n:,} rows in {seconds:.1f} s ({n / max(seconds, 1e-9):,.0f} rows/s) "
               f"with {run_path} ({recipe.kind})[/]" + (f" -> {out}" if out else ""))

@@ -69,7 +69,7 @@ def layers(args: Optional[List[str]] = ARGS, model: Optional[str] = MODEL, out: 
 def checkpoints(args: Optional[List[str]] = ARGS, model: Optional[str] = MODEL, out: Optional[Path] = OUT,
                 quiet: bool = QUIET) -> None:
     """Probes over the checkpoints of a `bertctl pretrain` run, against the training step."""
-    from bertctl.probe.checkpoints import main
+    from bertctl.probe.learning_curves import main
 
     _show(main(_recipe("checkpoints", args, model, quiet), out, say=say))
 

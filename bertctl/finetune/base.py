@@ -112,6 +112,7 @@ class Task:
         settings        the recipe section only this kind reads ("qa", "dna"), and `title`,
                         how errors name the kind
         inputs          the roles `bertctl predict` needs
+        answer, shown   a prediction record's scored field and the inputs it repeats
         auto_class ...  the head: transformers auto class, peft task type, Hub pipeline tag
         outputs         the model outputs that decoding reads
     """
@@ -135,6 +136,8 @@ class Task:
     pipeline_tag = "text-classification"  # the Hub's name for what the model does
     has_pipeline = True  # transformers.pipeline(pipeline_tag) exists (v5 has none for QA)
     main_metric = "accuracy"
+    answer = "label"  # the field of a prediction scored against the gold (repeated as "prediction")
+    shown = ("text", "text_pair")  # the input roles a prediction record repeats
     outputs = ("logits",)  # the model outputs prediction reads
     per_token = False  # outputs have a sequence dimension (trimmed to each feature's length)
 
@@ -163,6 +166,16 @@ class Task:
     def labelled(cls, rows: list[dict]) -> bool:
         """Whether rows carry the gold answer (a test file may not: predictions only)."""
         return bool(rows) and cls.gold in rows[0]
+
+    @classmethod
+    def number(cls, rows: list[dict]) -> list[dict]:
+        """Rows given the ids the kind needs (QA numbers questions without one)."""
+        return rows
+
+    @classmethod
+    def gold_value(cls, row: dict):
+        """What a prediction record shows as "gold" (QA: the answer texts)."""
+        return row[cls.gold]
 
     @classmethod
     def gold_labels(cls, row: dict) -> list:
@@ -199,9 +212,10 @@ class Task:
         return cls.pair in ("always", "optional") or cls.pair == "mapped" and bool(columns.get("text_pair"))
 
     @classmethod
-    def input_row(cls, row: dict) -> dict:
-        """`bertctl predict`: a row read from a table, as encode expects it."""
-        return {k: "" if v is None else str(v) for k, v in row.items()}
+    def input_row(cls, row: dict, n: int, source: str) -> dict:
+        """`bertctl predict`: a row read from line `n` of a table or JSON lines, as encode
+        expects it; a text that is null or no text at all is refused."""
+        return {k: input_text(v, k, n, source) for k, v in row.items()}
 
     def __init__(self, recipe, labels: list[str] | None):
         self.recipe = recipe
@@ -209,6 +223,7 @@ class Task:
         self.label2id = {l: i for i, l in enumerate(labels or [])}
         self.pad_id = 0
         self.max_length = recipe.model.max_length  # capped to the model's limit by `fit_length`
+        self.counts: dict[str, int] = {}  # what encoding did to the input (rows_cut, ...), for `report`
 
     def fit_length(self, tokenizer, config) -> str | None:
         """Cap max_length at what the model accepts (a small `bertctl pretrain` model may
@@ -245,9 +260,11 @@ class Task:
         """Look at the training rows once (or the dev rows in eval-only) before encoding."""
 
     def report(self) -> list[str]:
-        """Lines about what encoding did to the input that the user should know (e.g. DNA
-        symbols outside the alphabet); asked after the rows are encoded."""
-        return []
+        """Lines about what encoding did to the input that the user should know (rows cut
+        at max_length, DNA symbols outside the alphabet, ...); asked after the rows are
+        encoded (training and --eval-only keep them in metrics.json's notes)."""
+        n = self.counts.get("rows_cut")
+        return [f"{n} row(s) longer than model.max_length ({self.max_length} tokens) were cut to it"] if n else []
 
     def encode(self, tokenizer, rows: list[dict], train: bool) -> list[dict]:
         raise NotImplementedError
@@ -270,23 +287,34 @@ class Task:
         raise NotImplementedError
 
     # ---------------------------------------------------------------- evaluation
-    def predict(self, model, rows: list[dict], features: list[dict]) -> list:
-        """One prediction per row (a label, a tag list, a number or an answer)."""
-        raise NotImplementedError
+    def predict(self, model, rows: list[dict], features: list[dict], batch_size: int | None = None) -> list:
+        """One prediction per row (see `decode`); the caller holds the model in inference mode."""
+        outputs = batched_outputs(model, features, self.collate, batch_size or self.recipe.eval_batch_size,
+                                  self.outputs, per_token=self.per_token)
+        return self.decode(rows, features, outputs)
+
+    def decode(self, rows: list[dict], features: list[dict], outputs: list[tuple]) -> list:
+        """The model's outputs as one prediction per row, what `score` reads (here: the
+        label and every class's probability; a kind's own: a tag list, a number, an answer)."""
+        out = []
+        for o in outputs:
+            probs = o[0].softmax(-1).tolist()
+            best = max(range(len(probs)), key=probs.__getitem__)
+            out.append({"label": self.labels[best],
+                        "probabilities": {l: round(p, 6) for l, p in zip(self.labels, probs)}})
+        return out
+
+    def fields(self, row: dict, prediction) -> dict:
+        """A prediction as the fields of its record (see prediction_records)."""
+        return prediction
 
     def score(self, rows: list[dict], predictions: list) -> dict:
         raise NotImplementedError
 
-    def records(self, rows: list[dict], predictions: list) -> list[dict]:
-        """Rows for predictions_<split>.jsonl: inputs, gold (when known), prediction."""
-        out = []
-        for i, (row, pred) in enumerate(zip(rows, predictions)):
-            rec = {"index": i, **{k: v for k, v in row.items()}}
-            if "label" in rec:
-                rec["gold"] = rec.pop("label")
-            rec["prediction"] = pred
-            out.append(rec)
-        return out
+    def decisions(self) -> dict:
+        """What training decided from its data that using the model needs again (run.json
+        keeps it; `restore` reads it back)."""
+        return {}
 
     def official_files(self, rows: list[dict], predictions: list) -> dict[str, object]:
         """Extra prediction files in a format other tools read (QA: SQuAD's predictions.json)."""
@@ -298,28 +326,47 @@ class Task:
                 for r in rows]
 
     # ---------------------------------------------------------------- `bertctl predict`
-    def restore(self, run_dir) -> None:
-        """Settle, from a trained run folder, what training decided from its data."""
+    def restore(self, decisions: dict, run_dir) -> None:
+        """Settle what training decided from its data (`decisions`, from run.json)."""
 
     def predict_rows(self, rows: list[dict], first_index: int) -> list[dict]:
         """Input rows as encode expects them (QA numbers the questions without an id)."""
         return rows
-
-    def output_records(self, rows: list[dict], features: list[dict], outputs: list[tuple]) -> list[dict]:
-        """One JSON record per row (without "index"): the label and every class's probability."""
-        out = []
-        for o in outputs:
-            probs = o[0].softmax(-1).tolist()
-            best = max(range(len(probs)), key=probs.__getitem__)
-            out.append({"label": self.labels[best],
-                        "probabilities": {l: round(p, 6) for l, p in zip(self.labels, probs)}})
-        return out
 
     def describe_labels(self) -> str:
         if not self.labels:
             return ""
         shown = ", ".join(self.labels[:12]) + (" ..." if len(self.labels) > 12 else "")
         return f"{len(self.labels)} labels: {shown}"
+
+
+def input_text(value, what: str, n: int, source: str) -> str:
+    """A text of `bertctl predict` input: a string (a number is written as one); null, a
+    list, an object or true/false is refused with its line."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    kind = {type(None): "null (or missing)", list: "a list", dict: "an object", bool: "true/false"}.get(type(value),
+                                                                                                  type(value).__name__)
+    raise BertctlError(f"{source} line {n}: the {what} is {kind}, not text",
+                       fix=f"give every row its {what} as a string")
+
+
+def prediction_records(task: Task, rows: list[dict], predictions: list, first_index: int = 0) -> list[dict]:
+    """The one shape of a prediction, in predictions_<split>.jsonl and from `bertctl predict`:
+    {"index", the row's inputs (task.shown), the prediction's own fields (label +
+    probabilities, tags (+ entities), answer + span + score, value), "prediction": its
+    scored field again, "gold": when the row has one}."""
+    out = []
+    for i, (row, pred) in enumerate(zip(rows, predictions)):
+        fields = task.fields(row, pred)
+        record = {"index": first_index + i, **{k: row[k] for k in task.shown if k in row}, **fields,
+                  "prediction": fields[task.answer]}
+        if task.gold in row:
+            record["gold"] = task.gold_value(row)
+        out.append(record)
+    return out
 
 
 def unk_rate(tokenizer, texts: list[str]) -> float | None:

@@ -10,23 +10,29 @@ from __future__ import annotations
 
 from bertctl import metrics
 from bertctl.errors import BertctlError
-from bertctl.finetune.base import Task, batched_outputs, model_inputs
+from bertctl.finetune.base import Task, model_inputs
 
 
 def _text(value) -> str:
     return "" if value is None else str(value)
 
 
-def sequence_features(tokenizer, rows: list[dict], max_length: int, pair: bool, label, long=None) -> list[dict]:
+def sequence_features(tokenizer, rows: list[dict], max_length: int, pair: bool, label, long=None,
+                      counts: dict | None = None) -> list[dict]:
     """One feature per row: its text (or text pair joined with [SEP]) tokenized, unpadded,
     and `label(row)` as the target (None for unlabelled rows). A single text longer than
     max_length is cut as `long` (a LongTextSettings; None: keep the head) says; with
-    `windows` a row gives one feature per window, each carrying the row's index as "doc"."""
+    `windows` a row gives one feature per window, each carrying the row's index as "doc".
+    `counts["rows_cut"]` adds the rows cut (not those read in windows)."""
     texts = [_text(r["text"]) for r in rows]
     if not pair and long is not None and long.strategy != "head":
-        return _long_features(tokenizer, texts, rows, max_length, label, long)
+        return _long_features(tokenizer, texts, rows, max_length, label, long, counts)
     pairs = [_text(r.get("text_pair")) for r in rows] if pair else None
     enc = tokenizer(texts, pairs, truncation=True, max_length=max_length)
+    if counts is not None:  # a row at max_length may have been cut: its full length says
+        full = [i for i, ids in enumerate(enc["input_ids"]) if len(ids) >= max_length]
+        lengths = tokenizer([texts[i] for i in full], [pairs[i] for i in full] if pair else None)["input_ids"] if full else []
+        counts["rows_cut"] = counts.get("rows_cut", 0) + sum(len(ids) > max_length for ids in lengths)
     features = []
     for i, row in enumerate(rows):
         f = {"input_ids": enc["input_ids"][i]}
@@ -37,7 +43,8 @@ def sequence_features(tokenizer, rows: list[dict], max_length: int, pair: bool, 
     return features
 
 
-def _long_features(tokenizer, texts: list[str], rows: list[dict], max_length: int, label, long) -> list[dict]:
+def _long_features(tokenizer, texts: list[str], rows: list[dict], max_length: int, label, long,
+                   counts: dict | None = None) -> list[dict]:
     """tail, head_tail and windows: cut the token ids, then add [CLS] ... [SEP] as the
     tokenizer would, so the model sees what it sees for a text of that length."""
     from bertctl.models import special_tokens_around
@@ -57,6 +64,8 @@ def _long_features(tokenizer, texts: list[str], rows: list[dict], max_length: in
     types = "token_type_ids" in tokenizer.model_input_names  # DistilBERT-like models take none
     features = []
     for i, (row, ids) in enumerate(zip(rows, tokenizer(texts, add_special_tokens=False)["input_ids"])):
+        if len(ids) > budget and long.strategy != "windows" and counts is not None:
+            counts["rows_cut"] = counts.get("rows_cut", 0) + 1
         if len(ids) <= budget:
             pieces = [ids]
         elif long.strategy == "tail":
@@ -106,7 +115,7 @@ class ClsTask(Task):
     def encode(self, tokenizer, rows, train):
         rows = [self.text_of(r) for r in rows]
         return sequence_features(tokenizer, rows, self.max_length, self.uses_pair(rows),
-                                 lambda r: self.label2id[r["label"]], self.recipe.long_text)
+                                 lambda r: self.label2id[r["label"]], self.recipe.long_text, self.counts)
 
     def units(self, batch):
         return {"cls": len(batch["labels"])}
@@ -117,14 +126,10 @@ class ClsTask(Task):
         logits = model(**model_inputs(batch)).logits.float()  # (B, C)
         return {"cls": F.cross_entropy(logits, batch["labels"], reduction="sum")}, {}
 
-    def predict(self, model, rows, features):
-        outputs = pool_windows(features, batched_outputs(model, features, self.collate, self.recipe.eval_batch_size))
-        return [self.labels[int(o[0].argmax())] for o in outputs]
-
-    def output_records(self, rows, features, outputs):
-        return super().output_records(rows, features, pool_windows(features, outputs))
+    def decode(self, rows, features, outputs):
+        return super().decode(rows, features, pool_windows(features, outputs))
 
     def score(self, rows, predictions):
         y_true = [self.label2id[r["label"]] for r in rows]
-        y_pred = [self.label2id[p] for p in predictions]
+        y_pred = [self.label2id[p["label"]] for p in predictions]
         return metrics.classification(y_true, y_pred, n_classes=len(self.labels))

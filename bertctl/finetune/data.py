@@ -290,7 +290,7 @@ def load_splits(data: DataSettings, kind: str, need_train: bool = True, task: st
             continue
         limit = data.max_train_samples if split == "train" else data.max_eval_samples
         rows = rows[:limit] if limit else rows
-        mapped = map_columns(rows, kind, columns, names[split], labelled=split != "test")
+        mapped = kind_task.number(map_columns(rows, kind, columns, names[split], labelled=split != "test"))
         if not kind_task.labelled(mapped):  # an unlabelled test file: predictions only
             out[split] = mapped
             continue
@@ -298,6 +298,8 @@ def load_splits(data: DataSettings, kind: str, need_train: bool = True, task: st
         out[split] = kind_task.clean(mapped, names[split], notes, dropped)
         _note_skipped(dropped, split, names[split], bad_rows, notes)
     labels = kind_task.label_set(out["train"], out["dev"], names["dev"]) if out["train"] is not None else None
+    if labels is not None and out["test"]:  # before training: a label the model cannot predict, in the test file
+        check_known_labels(kind, out["test"], labels, names["test"])
     return Splits(out["train"] or [], out["dev"], out["test"], names, notes, labels, bad_rows)
 
 

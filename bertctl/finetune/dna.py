@@ -75,11 +75,11 @@ class DnaTask(ClsTask):
 
     def report(self) -> list[str]:
         if not self.odd_symbols:
-            return []
+            return super().report()
         shown = ", ".join(f"{c!r} x{n}" for c, n in self.odd_symbols.most_common(5))
         how = "mapped to the word 'unknown'" if self.mapping is not None else "kept as letters"
         return [f"dna: {sum(self.odd_symbols.values())} symbol(s) outside A/C/G/T in {self.odd_sequences} "
-                f"sequence(s) ({shown}); k-mers holding them were {how}"]
+                f"sequence(s) ({shown}); k-mers holding them were {how}", *super().report()]
 
     def text_of(self, row):
         return {**row, "text": self.spell(row["text"])}

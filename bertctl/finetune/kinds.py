@@ -12,7 +12,7 @@ from bertctl.errors import BertctlError
 from bertctl.finetune.base import Task
 from bertctl.finetune.cls import ClsTask
 from bertctl.finetune.dna import DnaTask
-from bertctl.finetune.extractive import QaTask
+from bertctl.finetune.qa_task import QaTask
 from bertctl.finetune.nli import NliTask
 from bertctl.finetune.regression import RegressionTask
 from bertctl.finetune.tag import TagTask

@@ -12,7 +12,7 @@ import math
 
 from bertctl import metrics
 from bertctl.errors import BertctlError
-from bertctl.finetune.base import Task, batched_outputs, labelled_rows, model_inputs
+from bertctl.finetune.base import Task, labelled_rows, model_inputs
 from bertctl.finetune.cls import sequence_features
 
 
@@ -25,6 +25,7 @@ class RegressionTask(Task):
     pair = "optional"
     has_label_set = False
     main_metric = "pearson"
+    answer = "value"
 
     @classmethod
     def world_rows(cls, world, n, settings, task):
@@ -44,14 +45,18 @@ class RegressionTask(Task):
                                fix="drop or fix those rows")
         return [{**r, "label": float(r["label"])} for r in rows]
 
-    def output_records(self, rows, features, outputs):
-        return [{"value": round(float(o[0][0]), 5)} for o in outputs]
+    def decode(self, rows, features, outputs):
+        return [round(float(o[0][0]), 5) for o in outputs]
+
+    def fields(self, row, prediction):
+        return {"value": prediction}
 
     def config_kwargs(self):
         return {"num_labels": 1, "problem_type": "regression", "id2label": {0: "score"}, "label2id": {"score": 0}}
 
     def encode(self, tokenizer, rows, train):
-        return sequence_features(tokenizer, rows, self.max_length, self.uses_pair(rows), lambda r: float(r["label"]))
+        return sequence_features(tokenizer, rows, self.max_length, self.uses_pair(rows), lambda r: float(r["label"]),
+                                 counts=self.counts)
 
     def units(self, batch):
         return {"mse": len(batch["labels"])}
@@ -61,10 +66,6 @@ class RegressionTask(Task):
 
         pred = model(**model_inputs(batch)).logits.float().squeeze(-1)  # (B,)
         return {"mse": F.mse_loss(pred, batch["labels"], reduction="sum")}, {}
-
-    def predict(self, model, rows, features):
-        outputs = batched_outputs(model, features, self.collate, self.recipe.eval_batch_size)
-        return [round(float(o[0][0]), 5) for o in outputs]
 
     def score(self, rows, predictions):
         return metrics.regression([r["label"] for r in rows], predictions)

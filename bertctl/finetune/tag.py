@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from bertctl import metrics
 from bertctl.errors import BertctlError
-from bertctl.finetune.base import Task, batched_outputs, model_inputs
+from bertctl.finetune.base import Task, input_text, model_inputs
 
 IGNORE = -100
 
@@ -44,6 +44,9 @@ class TagTask(Task):
     gold = "tags"
     pair = "never"
     inputs = ("tokens",)
+    answer = "tags"
+    shown = ("tokens",)
+    tag_schemes = {"ner": "bio"}  # the tags World data gets for a task name (data.world.tags empty); else upos
     auto_class = "AutoModelForTokenClassification"
     peft_task_type = "TOKEN_CLS"
     pipeline_tag = "token-classification"
@@ -54,7 +57,7 @@ class TagTask(Task):
         """World's tagged sentences: UPOS, or BIO spans over proper nouns (data.world.tags;
         empty = bio for task ner, else upos)."""
         rows = [{"tokens": [w for w, _ in s], "tags": [t for _, t in s]} for s in world.tagged_sentences(n)]
-        if (settings.tags or ("bio" if task == "ner" else "upos")) == "bio":
+        if (settings.tags or cls.tag_schemes.get(task, "upos")) == "bio":
             for row in rows:
                 row["tags"] = bio_from_upos(row["tags"])
         return rows
@@ -77,9 +80,13 @@ class TagTask(Task):
         return {"tokens": line.split()}  # words at whitespace
 
     @classmethod
-    def input_row(cls, row):
+    def input_row(cls, row, n, source):
+        """Words as a list (numbers written as words, as training reads them) or one text
+        split at spaces; a null word is refused with its line."""
         tokens = row["tokens"]
-        return {**row, "tokens": tokens if isinstance(tokens, list) else str(tokens or "").split()}
+        if not isinstance(tokens, list):
+            return {**row, "tokens": input_text(tokens, "tokens", n, source).split()}
+        return {**row, "tokens": [input_text(t, f"word {i} of tokens", n, source) for i, t in enumerate(tokens, 1)]}
 
     def fallback(self) -> str:
         return "O" if "O" in (self.labels or []) else self.labels[0]
@@ -121,24 +128,19 @@ class TagTask(Task):
             preds.append([self.labels[ids[p]] if p >= 0 else fallback for p in f["first"]])
         return preds
 
-    def predict(self, model, rows, features):
-        outputs = batched_outputs(model, features, self.collate, self.recipe.eval_batch_size, per_token=self.per_token)
+    def decode(self, rows, features, outputs):
+        """Tags per word; words cut off by max_length are counted for the metrics (words_unseen)."""
         self._unseen = sum(p < 0 for f in features for p in f["first"])
         return self.word_tags(features, outputs)
+
+    def fields(self, row, prediction):
+        bio = any(l.startswith(("B-", "I-")) for l in self.labels)
+        return {"tags": prediction, **({"entities": entities(row["tokens"], prediction)} if bio else {})}
 
     def score(self, rows, predictions):
         out = metrics.tagging([r["tags"] for r in rows], predictions)
         out["words_unseen"] = getattr(self, "_unseen", 0)
         return out
-
-    def output_records(self, rows, features, outputs):
-        bio = any(l.startswith(("B-", "I-")) for l in self.labels)
-        return [{"tokens": row["tokens"], "tags": tags, **({"entities": entities(row["tokens"], tags)} if bio else {})}
-                for row, tags in zip(rows, self.word_tags(features, outputs))]
-
-    def records(self, rows, predictions):
-        return [{"index": i, "tokens": r["tokens"], **({"gold": r["tags"]} if "tags" in r else {}), "prediction": p}
-                for i, (r, p) in enumerate(zip(rows, predictions))]
 
 
 def bio_from_upos(upos: list[str]) -> list[str]:

@@ -140,7 +140,8 @@ def finetune_task(task: GlueTask, data: TaskData, files: dict[str, Path], recipe
     and the diagnostic AX) are predicted in that same call, concatenated into one file.
     A run whose metrics.json exists has finished training and is not trained again.
     """
-    from bertctl.finetune.run import evaluate_run, finetune
+    from bertctl.finetune.evaluate import evaluate_run
+    from bertctl.finetune.run import finetune
 
     evals, tests = list(data.evals), list(data.tests)
     ft = finetune_recipe(recipe, task, {"train": files["train"], "dev": files[f"eval:{evals[0]}"],

@@ -31,6 +31,7 @@ from bertctl.errors import BertctlError
 CLS_INDEX = 0  # encoders put their [CLS]-like token first; "no answer" points there
 MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids", "start_positions", "end_positions")
 _CHUNK = 1000  # examples tokenized per call: bounded memory on SQuAD-sized sets
+MAX_QUERY_LENGTH = 64  # question tokens kept, as BERT's run_squad (max_query_length); longer ones are cut
 
 
 # ----------------------------------------------------------------------- validation
@@ -145,16 +146,32 @@ def _limit(tokenizer) -> int | None:
 # ------------------------------------------------------------------------- windows
 
 
-def _windows(tokenizer, examples, max_length: int, doc_stride: int):
+def cap_questions(tokenizer, questions: list[str], cap: int = MAX_QUERY_LENGTH) -> tuple[list[str], int]:
+    """Questions cut to `cap` tokens (BERT's run_squad: max_query_length 64); returns them
+    and how many were cut. A shorter question that still leaves a window no room is
+    refused by _check_question_lengths."""
+    enc = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
+    out, cut = [], 0
+    for q, ids, offsets in zip(questions, enc["input_ids"], enc["offset_mapping"]):
+        if len(ids) > cap:
+            q, cut = q[:offsets[cap - 1][1]], cut + 1
+        out.append(q)
+    return out, cut
+
+
+def _windows(tokenizer, examples, max_length: int, doc_stride: int, counts: dict | None = None):
     """Tokenize (question, context) pairs into overlapping windows.
 
     Yields (example index, encoding row dict, sequence ids) per window, in order.
+    `counts["questions_cut"]` adds the questions cut to fit (see cap_questions).
     """
     _check_tokenizer(tokenizer, max_length, doc_stride)
     for lo in range(0, len(examples), _CHUNK):
         chunk = examples[lo:lo + _CHUNK]
         # Leading spaces in questions only waste tokens (some SQuAD questions have many).
-        questions = [ex["question"].lstrip() for ex in chunk]
+        questions, cut = cap_questions(tokenizer, [ex["question"].lstrip() for ex in chunk])
+        if counts is not None:
+            counts["questions_cut"] = counts.get("questions_cut", 0) + cut
         _check_question_lengths(tokenizer, chunk, questions, max_length, doc_stride)
         enc = tokenizer(
             questions,
@@ -209,7 +226,7 @@ def _label(span: tuple[int, int] | None, offsets, seq_ids) -> tuple[int, int]:
 
 
 def prepare_train_features(tokenizer, examples: list[dict], max_length: int = 384,
-                           doc_stride: int = 128) -> list[dict]:
+                           doc_stride: int = 128, counts: dict | None = None) -> list[dict]:
     """One training feature per window.
 
     examples: {"id", "question", "context", "answers": {"text": [...], "answer_start": [...]}}
@@ -222,20 +239,20 @@ def prepare_train_features(tokenizer, examples: list[dict], max_length: int = 38
     check_answers(examples, "training examples")
     spans = [_answer_chars(ex, str(ex["id"]), "training examples") for ex in examples]
     out = []
-    for i, row, seq_ids in _windows(tokenizer, examples, max_length, doc_stride):
+    for i, row, seq_ids in _windows(tokenizer, examples, max_length, doc_stride, counts):
         start, end = _label(spans[i], row["offset_mapping"], seq_ids)
         out.append({**_features(row), "start_positions": start, "end_positions": end})
     return out
 
 
 def prepare_eval_features(tokenizer, examples: list[dict], max_length: int = 384,
-                          doc_stride: int = 128) -> list[dict]:
+                          doc_stride: int = 128, counts: dict | None = None) -> list[dict]:
     """The same windows as `prepare_train_features`, without labels, plus "example_id"
     and "offset_mapping": (start, end) character offsets into the context for context
     tokens, None for question and special tokens (so decode never answers with them)."""
     _check_examples(examples, "evaluation examples")
     out = []
-    for i, row, seq_ids in _windows(tokenizer, examples, max_length, doc_stride):
+    for i, row, seq_ids in _windows(tokenizer, examples, max_length, doc_stride, counts):
         offsets = [tuple(o) if s == 1 else None for o, s in zip(row["offset_mapping"], seq_ids)]
         out.append({**_features(row), "example_id": examples[i]["id"], "offset_mapping": offsets})
     return out
@@ -380,8 +397,10 @@ def best_answers(examples, features, start_logits, end_logits, max_answer_length
                  version_2: bool = True, null_threshold: float = 0.0) -> dict[str, dict]:
     """Per example id, the answer with its evidence: {"text", "start", "end" (character
     offsets into the context; None for no answer), "score" (start + end logit of the best
-    span), "null_odds" (null score - best span score: what SQuAD 2.0's official
-    null_odds.json holds; None without a window)}.
+    span; the null score for no answer), "null_score", "null_odds" (null score - best span
+    score: what SQuAD 2.0's official null_odds.json holds; None without a window)}.
+
+    This is the one "no answer" rule of bertctl (training, --eval-only and predict).
 
     With version_2 (SQuAD 2.0), answer "" when the null score exceeds the best span's
     score + null_threshold; raising the threshold answers more often (tune it on dev).
@@ -393,22 +412,15 @@ def best_answers(examples, features, start_logits, end_logits, max_answer_length
         top = r["candidates"][0] if r["candidates"] else None
         odds = None if top is None or r["null_score"] is None else r["null_score"] - top["score"]
         if top is None or (version_2 and r["null_score"] > top["score"] + null_threshold):
-            out[qid] = {"text": "", "start": None, "end": None, "score": r["null_score"], "null_odds": odds}
+            out[qid] = {"text": "", "start": None, "end": None, "score": r["null_score"]}
         else:
-            out[qid] = {**top, "null_odds": odds}
+            out[qid] = dict(top)
+        out[qid].update(null_score=r["null_score"], null_odds=odds)
     return out
 
 
-def decode(examples, features, start_logits, end_logits, max_answer_length: int = 30, n_best: int = 20,
-           version_2: bool = True, null_threshold: float = 0.0) -> dict[str, str]:
-    """Answer text per example id: the best valid span over all windows of the example
-    (see `best_answers`)."""
-    answers = best_answers(examples, features, start_logits, end_logits, max_answer_length, n_best,
-                           version_2, null_threshold)
-    return {qid: a["text"] for qid, a in answers.items()}
-
-
 def official_files(rows: list[dict], answers: list[dict], version_2: bool) -> dict[str, dict]:
+    """`answers`: best_answers' answers, one per row."""
     """The files the official SQuAD evaluation scripts read, unchanged:
     predictions.json = {question id: answer text}, and for SQuAD 2.0 null_odds.json =
     {question id: null score - best span score} (its --na-prob-file)."""

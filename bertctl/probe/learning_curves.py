@@ -3,10 +3,14 @@
 The same probes over every saved checkpoint of one `bertctl pretrain` run, with the
 training step on the x-axis:
 
-- pos:   a word-level linear probe for UPOS (World.tagged_sentences)       -> syntax (words)
+- pos:   a word-level linear probe for UPOS (World.tagged_sentences, or a .conllu
+         file such as UD English EWT: checkpoints.data)                    -> syntax (words)
 - order: a probe on [CLS] of sentence pairs, in order vs swapped (as SOP)   -> discourse
 - sense: within-sense minus between-sense cosine of a two-sense word      -> semantics
          (position-centred vectors, distinct World sentences: see `probe similarity`)
+- masked_pos: the masked LM's own accuracy on masked words, per part of speech (every
+         word of the tagged sentences masked once; see probe/masked_pos.py)  -> what the
+         objective learns first (Chiang, Huang and Lee 2020)
 - and the run's own held-out evaluation rows from metrics.jsonl (masked-token accuracy,
   NSP/SOP accuracy): what the objective itself measured at each evaluation.
 
@@ -16,7 +20,6 @@ which the run does not save): the floor every curve starts from.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +27,7 @@ import numpy as np
 from bertctl.errors import BertctlError
 from bertctl.probe.features import Encoder, cosine_matrix, random_like, resolve_layer, wrap
 
-PROPERTY_LABEL = {"pos": "POS probe (word, UPOS, unseen words)", "order": "sentence-order probe ([CLS] of pairs)",
+PROPERTY_LABEL = {"pos": "POS probe (word, UPOS, unseen words)", "masked_pos": "masked-word accuracy per tag", "order": "sentence-order probe ([CLS] of pairs)",
                   "sense": "sense gap (cosine within - between)"}
 
 
@@ -61,30 +64,41 @@ def every_nth(items: list, n: int) -> list:
 
 def eval_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """Held-out accuracies the run logged: {"mlm_accuracy": [(step, value), ...], ...}."""
-    path = run_dir / "metrics.jsonl"
+    from bertctl.runs import Run
+
     curves: dict[str, list[tuple[int, float]]] = {}
-    if not path.exists():
-        return curves
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        row = json.loads(line)
+    for row in Run(run_dir, "pretrain", main=False).metrics_history():
         for key, value in row.items():
             if key.startswith("eval_") and key.endswith("_accuracy") and isinstance(value, (int, float)):
                 curves.setdefault(key.removeprefix("eval_"), []).append((int(row["step"]), float(value)))
     return curves
 
 
-def load_step(run_dir: Path, checkpoint: Path, tokenizer, device: str, precision="auto") -> Encoder:
-    """One checkpoint as a bare encoder (the pretraining heads are not needed)."""
-    from transformers import AutoModel
+def load_step(run_dir: Path, checkpoint: Path | None, tokenizer, device: str, precision="auto",
+              masked: bool = False, seed: int = 0) -> tuple[Encoder, object]:
+    """One checkpoint as a bare encoder, and with `masked` its masked-LM (encoder + MLM head,
+    for masked_pos) too. checkpoint=None: a seeded random init of the same shape (step 0)."""
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
     from transformers.utils import logging as hf_logging
 
     from bertctl.pretraining.model import load_checkpoint_model
 
     hf_logging.set_verbosity_error()
-    model = load_checkpoint_model(run_dir, checkpoint, AutoModel)
-    return wrap(model, tokenizer, f"{run_dir.name} {checkpoint.name}", device, precision)
+    auto_cls = AutoModelForMaskedLM if masked else AutoModel
+    if checkpoint is None:
+        torch.manual_seed(seed)
+        model = auto_cls.from_config(AutoConfig.from_pretrained(str(run_dir / "model_config")))
+        label = f"random init (seed {seed})"
+    else:
+        model = load_checkpoint_model(run_dir, checkpoint, auto_cls)
+        label = f"{run_dir.name} {checkpoint.name}"
+    if not masked:
+        return wrap(model, tokenizer, label, device, precision), None
+    model.to(device if device != "auto" else "cpu").eval()
+    enc = wrap(model.base_model, tokenizer, label, device, precision)
+    model.to(enc.device)
+    return enc, model
 
 
 def run_tokenizer(run_dir: Path):
@@ -105,8 +119,9 @@ class Probes:
         self.block, self.recipe = block, recipe
         self.data = {}
         if "pos" in block.properties:
-            self.data["pos"] = world_data("world", block.n_train, block.n_test, block.world_seed, block.language,
-                                          block.unseen_words)
+            self.data["pos"] = tagged_data(block)
+        if "masked_pos" in block.properties:
+            self.tagged = masked_sentences(block)
         if "order" in block.properties:
             self.data["order"] = world_data("world-order", block.n_train, block.n_test, block.world_seed, block.language)
         if "sense" in block.properties:
@@ -124,13 +139,18 @@ class Probes:
             out[name] = majority_baseline(labels_of(data, "train"), labels_of(data, "test"))[1]
         return out
 
-    def measure(self, enc: Encoder) -> dict:
-        """{property: [value per layer]} for one encoder."""
+    def measure(self, enc: Encoder, mlm=None) -> dict:
+        """{property: [value per layer]} for one encoder; masked_pos: {tag: accuracy row}
+        from its masked LM `mlm`."""
         from bertctl.probe.layers import per_layer
+        from bertctl.probe.masked_pos import accuracy_by_tag
         from bertctl.probe.similarity import centred_layers, group_means
 
         r, b = self.recipe, self.block
         out = {}
+        if mlm is not None:
+            out["masked_pos"] = accuracy_by_tag(mlm, enc.tokenizer, self.tagged, enc.precision, enc.device,
+                                                r.batch_size, enc.limit(r.max_length))
         for name, data in self.data.items():
             out[name] = per_layer(enc, data, r.seed, b.max_iter, 1.0, "mean", "cls", r.batch_size, r.max_length)
         if "sense" in b.properties:
@@ -139,6 +159,33 @@ class Probes:
             vecs = centred_layers(enc, texts, self.sense_word, self.sense_reference, r.batch_size, r.max_length)
             out["sense"] = [group_means(cosine_matrix(vecs[li]), groups)["gap"] for li in range(enc.n_layers)]
         return out
+
+
+def tagged_data(block):
+    """The POS probe's sentences: World's, or a .conllu file's (UD EWT: real English)."""
+    from bertctl.probe.layers import file_data, world_data
+
+    if block.data == "world":
+        return world_data("world", block.n_train, block.n_test, block.world_seed, block.language, block.unseen_words)
+    if not Path(block.data).is_file():
+        raise BertctlError(f"probe data {block.data} is not a file",
+                           fix="pass checkpoints.data=world or the path of a .conllu file (e.g. UD English EWT)")
+    return file_data(block.data, block)
+
+
+def masked_sentences(block) -> list[tuple[list[str], list[str]]]:
+    """masked_pos: n_masked tagged sentences, seeded, from the same source as the POS probe."""
+    import random
+
+    if block.data == "world":
+        from bertctl.data.world import World
+
+        sentences = World(seed=block.world_seed, language=block.language).tagged_sentences(block.n_masked)
+        return [([w for w, _ in s], [t for _, t in s]) for s in sentences]
+    data = tagged_data(block)
+    rows = data.train + data.test
+    random.Random(block.world_seed).shuffle(rows)
+    return rows[:block.n_masked]
 
 
 def pick(values: list[float], layer, n_layers: int) -> tuple[int, float]:
@@ -153,36 +200,60 @@ def checkpoints(run_dir: Path, block, recipe, precision="auto", log=lambda line:
     steps = every_nth(list_checkpoints(run_dir), block.every)
     tokenizer = run_tokenizer(run_dir)
     probes = Probes(block, recipe)
+    masked = "masked_pos" in block.properties
     rows = []
-    if block.include_init:
-        first = load_step(run_dir, steps[0][1], tokenizer, recipe.device, precision)
-        init = random_like(first, recipe.seed)
-        del first
-        log(f"step 0 (random init, seed {recipe.seed})")
-        rows.append({"step": 0, "checkpoint": None, **probes.measure(init)})
-    for step, folder in steps:
-        log(f"step {step} ({folder.name})")
-        rows.append({"step": step, "checkpoint": str(folder), **probes.measure(load_step(run_dir, folder, tokenizer, recipe.device, precision))})
-    n_layers = len(next(iter(v for k, v in rows[-1].items() if k in PROPERTY_LABEL)))
+    todo = ([(0, None)] if block.include_init else []) + steps
+    for step, folder in todo:
+        log(f"step {step} ({folder.name})" if folder else f"step 0 (random init, seed {recipe.seed})")
+        enc, mlm = load_step(run_dir, folder, tokenizer, recipe.device, precision, masked, recipe.seed)
+        rows.append({"step": step, "checkpoint": str(folder) if folder else None, **probes.measure(enc, mlm)})
+        n_layers = enc.n_layers
+        del enc, mlm
     curves = {}
     for prop in block.properties:
+        if prop == "masked_pos":
+            continue
         picked = [pick(row[prop], block.layer, n_layers) for row in rows]
         curves[prop] = {"label": PROPERTY_LABEL[prop], "steps": [row["step"] for row in rows],
                         "layer": [li for li, _ in picked], "value": [v for _, v in picked]}
     return {"run": str(run_dir), "properties": list(block.properties), "layer_rule": str(block.layer),
             "n_layers": n_layers - 1, "baselines": probes.baselines(),
-            "curves": curves, "per_checkpoint": rows, "run_evals": eval_curves(run_dir),
+            "curves": curves, "masked_pos": masked_curves(rows) if masked else None,
+            "per_checkpoint": rows, "run_evals": eval_curves(run_dir),
             "data": {k: d.describe() for k, d in probes.data.items()}}
+
+
+MIN_WORDS = 50  # a tag with fewer scored words is left out of the masked_pos curves (too noisy)
+
+
+def masked_curves(rows: list[dict]) -> dict:
+    """{tag: {"steps", "accuracy", "words", "half_step"}} for the tags with enough words,
+    most frequent first; half_step: when the tag reached half of its final accuracy."""
+    from bertctl.probe.masked_pos import half_final_step
+
+    last = rows[-1]["masked_pos"]
+    out = {}
+    for tag, final in last.items():
+        if final["total"] < MIN_WORDS:
+            continue
+        steps = [r["step"] for r in rows]
+        values = [r["masked_pos"].get(tag, {}).get("accuracy", 0.0) for r in rows]
+        out[tag] = {"steps": steps, "accuracy": values, "words": final["total"],
+                    "half_step": half_final_step(steps, values)}
+    return out
 
 
 def table_rows(result: dict) -> list[dict]:
     """One row per probed step: each property's plotted value, and the run's own evals at that step."""
     evals = {name: dict(points) for name, points in result["run_evals"].items()}
     rows = []
-    for i, step in enumerate(next(iter(result["curves"].values()))["steps"]):
+    for i, step in enumerate(r["step"] for r in result["per_checkpoint"]):
         row = {"step": step}
         for prop, c in result["curves"].items():
             row[prop] = c["value"][i]
+        for tag in ("ALL", "NOUN", "VERB", "ADJ", "FUNCTION"):
+            if tag in (result.get("masked_pos") or {}):
+                row[f"masked {tag}"] = result["masked_pos"][tag]["accuracy"][i]
         for name, points in evals.items():
             row[name] = points.get(step)
         rows.append(row)
@@ -198,6 +269,7 @@ def main(recipe, out=None, say=lambda line: None) -> dict:
     the command to print; `say` gets a progress line as each checkpoint is probed."""
     from bertctl.probe.start import model_name, start
     from bertctl.report import Table, line_plot
+    from bertctl.runs import write_metrics
 
     block = recipe.checkpoints
     from bertctl.precision import resolve
@@ -215,10 +287,22 @@ def main(recipe, out=None, say=lambda line: None) -> dict:
     hlines = {f"{k} majority": v for k, v in result["baselines"].items()}
     line_plot(run.file("checkpoints.png"), series, "training step (0 = random init)", "accuracy / cosine gap",
               f"What {run_dir.name} learns, and when", hlines=hlines)
+    if result["masked_pos"]:
+        mp = result["masked_pos"]
+        line_plot(run.file("masked_pos.png"), {f"{tag} ({c['words']} words)": (c["steps"], c["accuracy"])
+                                               for tag, c in mp.items()},
+                  "training step (0 = random init)", "masked-word accuracy",
+                  f"Masked-word accuracy per part of speech, {run_dir.name}")
     rows = table_rows(result)
-    run.write_json("metrics.json", rows[-1])
+    write_metrics(run, rows[-1], scores={f"step {rows[-1]['step']}": rows[-1]})
     table = Table(f"Probes over the checkpoints of {run_dir}", rows,
                   caption=("layer: best per checkpoint" if block.layer == "best" else f"layer {block.layer}")
                   + "; majority: " + ", ".join(f"{k} {v:.3f}" for k, v in result["baselines"].items()))
+    tables = [table]
+    if result["masked_pos"]:
+        tables.append(Table("When each part of speech is learnt (masked-word accuracy)",
+                            [{"tag": tag, "words": c["words"], "final accuracy": c["accuracy"][-1],
+                              "step at half of final": c["half_step"]} for tag, c in result["masked_pos"].items()],
+                            caption="FUNCTION = ADP AUX CCONJ DET PART PRON SCONJ together; ALL = every word"))
     run.log(f"probe checkpoints on {run_dir}: {len(rows)} steps")
-    return {"run": run.path, "result": result, "tables": [table]}
+    return {"run": run.path, "result": result, "tables": tables}
