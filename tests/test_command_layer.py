@@ -284,6 +284,11 @@ def test_predict_out_in_a_new_folder_makes_it(finetuned, tmp_path):
     result = _invoke("predict", finetuned, "--out", tmp_path / "x" / "y" / "p.jsonl", input="the film was good .\n")
     assert result.exit_code == 0, result.output
     assert len((tmp_path / "x" / "y" / "p.jsonl").read_text().splitlines()) == 1
+    write(tmp_path / "file", "a file, not a folder")
+    before = digest(tmp_path)
+    _one_error_line(_invoke("predict", finetuned, "--out", tmp_path / "file" / "p.jsonl", input="good .\n"),
+                    r"cannot make the folder .*file")
+    assert_unchanged(tmp_path, before)
 
 
 def test_recipes_copy_into_a_new_folder_makes_it(tmp_path):
