@@ -250,6 +250,16 @@ def test_refused_predict_and_probe_change_nothing(finetuned, tmp_path):
     assert_unchanged(finetuned, before_run)
 
 
+def test_refused_prompt_into_a_folder_with_the_users_files_changes_nothing(tmp_path):
+    write(tmp_path / "myexp" / "recipe.yaml", "# mine\n")
+    write(tmp_path / "myexp" / "log.txt", "my notes\n")
+    (tmp_path / "empty").mkdir()
+    before = digest(tmp_path)
+    _one_error_line(_invoke("prompt", "--model", tmp_path / "empty", "--out", tmp_path / "myexp"), "is not a model")
+    assert_unchanged(tmp_path, before)
+    assert sorted(p.name for p in (tmp_path / "myexp").iterdir()) == ["log.txt", "recipe.yaml"]
+
+
 def test_refused_pretrain_resume_with_a_changed_recipe_changes_nothing(tmp_path):
     argv = ["pretrain", *TINY_PRETRAIN, f"data.cache_dir={tmp_path / 'cache'}", "--out", tmp_path / "run"]
     assert _invoke(*argv).exit_code == 0

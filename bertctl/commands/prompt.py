@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from bertctl.commands._common import ARGS, OUT, QUIET, quiet_progress, split_args, wrote
+from bertctl.commands._common import ARGS, OUT, QUIET, check_model, holds_files, quiet_progress, split_args, wrote
 from bertctl.console import console, progress_console
 
 
@@ -48,6 +48,9 @@ def prompt(
     overrides += option_overrides({"shots": parse_shots(shots) if shots is not None else None, "task": task,
                                    "models": list(model) if model else None})
     recipe, path = load(PromptRecipe, recipe_arg, overrides, default="prompt")
+    if holds_files(out):  # --out holds the user's files: a model that is none is refused before it is opened
+        for name in recipe.models:
+            check_model(name, recipe.model.allow_pickle)
     # the work as it happens (task, models loading, bars) on stderr; prompts asked for and
     # generations (results) on stdout
     result = run_prompt(recipe, out=out, show_prompt=show_prompt, console=progress_console(), stdout=console())
