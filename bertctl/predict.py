@@ -50,11 +50,12 @@ class Predictor:
 
     @classmethod
     def load(cls, path, batch_size: int | None = None, precision: str | None = None) -> "Predictor":
-        """`precision`: auto, bf16, fp16 or fp32; None = the run's train.precision."""
+        """`path`: a run folder (or its model/ or merged/) or a loaded FinetuneRun.
+        `precision`: auto, bf16, fp16 or fp32; None = the run's train.precision."""
         from bertctl.finetune.finished import FinetuneRun
         from bertctl.precision import resolve
 
-        run = FinetuneRun.load(path)
+        run = path if isinstance(path, FinetuneRun) else FinetuneRun.load(path)
         tokenizer = run.tokenizer()
         task = run.task(tokenizer)
         model = run.model(task)

@@ -139,3 +139,23 @@ def test_head_tail_defaults_to_a_quarter_head_and_refuses_a_head_without_tail(to
 def test_long_text_on_a_kind_that_does_not_cut_texts_is_refused(cli, tiny):
     code, _, err = cli("finetune", "--task", "nli", f"model.name_or_path={tiny}", "long_text.strategy=tail")
     assert code == 2 and "long_text.strategy" in err and "does not cut single long texts" in err
+
+
+def test_rows_cut_at_max_length_are_counted_not_those_read_in_windows(tok):
+    """A long document cut to max_length used to say nothing (issue #20)."""
+    rows = [{"text": WORDS, "label": 1}, {"text": "short one", "label": 0}]
+    for strategy, cut in (("head", 1), ("tail", 1), ("head_tail", 1), ("windows", 0)):
+        counts = {}
+        sequence_features(tok, rows, 12, False, lambda r: r["label"], LongTextSettings(strategy=strategy), counts)
+        assert counts.get("rows_cut", 0) == cut, strategy
+    exact = tok.decode(tok(WORDS, add_special_tokens=False)["input_ids"][:10])  # exactly max_length: not cut
+    pairs = [{"text": WORDS, "text_pair": "a b", "label": 1}, {"text": exact, "label": 0}]
+    counts = {}
+    sequence_features(tok, pairs[:1], 12, True, lambda r: r["label"], None, counts)
+    sequence_features(tok, [{"text": exact, "label": 0}], 12, False, lambda r: r["label"], None, counts)
+    assert counts == {"rows_cut": 1}
+    from bertctl.finetune.cls import ClsTask
+
+    task = ClsTask(recipe("minilm", "cls"), ["a", "b"])
+    task.counts["rows_cut"] = 3
+    assert task.report() == [f"3 row(s) longer than model.max_length ({task.max_length} tokens) were cut to it"]

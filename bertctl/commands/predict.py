@@ -39,18 +39,18 @@ def predict(
 
     set_quiet(quiet)
     from bertctl.predict import Predictor, check_columns, predict_stream, read_rows
-    from bertctl.finetune.finished import find_run, load_run_recipe
+    from bertctl.finetune.finished import FinetuneRun
 
     columns = _columns(column or [])
     if out is not None and out.exists():
         raise BertctlError(f"{out} already exists", fix="choose another --out, or remove it first")
-    run_path, _ = find_run(run_dir)
-    recipe = load_run_recipe(run_path, [])
+    finished = FinetuneRun.load(run_dir)  # a failed or unfinished run stops here, before the input is read
+    run_path, recipe = finished.path, finished.recipe
     given, columns = columns, {**{k: v for k, v in recipe.data.columns.model_dump().items() if v}, **columns}
     check_columns(recipe.kind, given, columns)
     rows = read_rows(input, recipe.kind, columns, fmt)  # a missing file fails here, before the model loads
     err = progress_console(soft_wrap=True)
-    predictor = Predictor.load(run_dir, batch_size)
+    predictor = Predictor.load(finished, batch_size)
     from bertctl.precision import announce
 
     announce(predictor.precision, lambda text: say(text, soft_wrap=True))
