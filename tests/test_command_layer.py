@@ -250,12 +250,16 @@ def test_refused_predict_and_probe_change_nothing(finetuned, tmp_path):
     assert_unchanged(finetuned, before_run)
 
 
-def test_refused_prompt_into_a_folder_with_the_users_files_changes_nothing(tmp_path):
+@pytest.mark.parametrize("argv", [["prompt", "--model", "{empty}"], ["pretrain", "model.init={empty}"],
+                                  ["eval-glue", "--model", "{empty}", "--glue-dir", "{glue}", "--tasks", "RTE"]])
+def test_refused_commands_into_a_folder_with_the_users_files_change_nothing(argv, tmp_path):
     write(tmp_path / "myexp" / "recipe.yaml", "# mine\n")
     write(tmp_path / "myexp" / "log.txt", "my notes\n")
     (tmp_path / "empty").mkdir()
+    glue = make_glue(tmp_path / "glue", n=8, tasks=["RTE"], tests=False)
     before = digest(tmp_path)
-    _one_error_line(_invoke("prompt", "--model", tmp_path / "empty", "--out", tmp_path / "myexp"), "is not a model")
+    argv = [a.format(empty=tmp_path / "empty", glue=glue) for a in argv]
+    _one_error_line(_invoke(*argv, "--out", tmp_path / "myexp"), "is not a model")
     assert_unchanged(tmp_path, before)
     assert sorted(p.name for p in (tmp_path / "myexp").iterdir()) == ["log.txt", "recipe.yaml"]
 

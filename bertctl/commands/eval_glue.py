@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from bertctl.commands._common import ARGS, OUT, QUIET, RESUME, quiet_progress, split_args, wrote
+from bertctl.commands._common import ARGS, OUT, QUIET, RESUME, check_model, holds_files, quiet_progress, split_args, wrote
 from bertctl.console import console, say
 
 # Keys that must not change when a suite is resumed: its finished tasks used them.
@@ -39,6 +39,8 @@ def eval_glue(
     planned = plan(recipe)  # no GLUE data -> one error line, and no run folder left behind
     if resume and out is not None:
         _check_data(recipe, Path(out), planned)  # refused before recipe.yaml or a data copy is rewritten
+    elif holds_files(out):  # --out holds the user's files: a model that is none is refused before it is opened
+        check_model(recipe.model.name_or_path, recipe.model.allow_pickle)
     run = Run.create(out, "eval-glue", resume=resume)
     run.write_text("recipe.yaml", "# bertctl eval-glue recipe.yaml (resolved)\n" + dump(recipe))  # dump holds `command:`
     con = console()

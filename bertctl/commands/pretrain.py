@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import List, Optional
 
-from bertctl.commands._common import ARGS, OUT, QUIET, RESUME, quiet_progress, split_args, wrote
+from bertctl.commands._common import ARGS, OUT, QUIET, RESUME, check_model, holds_files, quiet_progress, split_args, wrote
 from bertctl.console import console
 
 
@@ -32,6 +32,10 @@ def pretrain(args: Optional[List[str]] = ARGS, out: Optional[str] = OUT, resume:
     from bertctl.recipe import refuse_unused
 
     refuse_unused(unused_settings(recipe), path, overrides)
+    if not resume and holds_files(out):  # --out holds the user's files: a model that is none is refused first
+        for source in (None if recipe.from_scratch else recipe.model.init, recipe.tokenizer_source):
+            if source:
+                check_model(source, recipe.model.allow_pickle)
     run = Run.create(out, "pretrain", resume)
     if run.main:  # under torchrun/accelerate only rank 0 prints
         console().print(f"[bold]bertctl pretrain[/] {path.name} -> {run.path}")
