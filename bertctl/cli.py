@@ -123,6 +123,8 @@ class Group(TyperGroup):
             error = _usage_error(e)
             if error is None:
                 raise
+            if not is_main_process():  # under torchrun every rank parses the same arguments: one line, rank 0's
+                _quiet_exit(ctx, error.exit_code)
             _print_error(error)
             ctx.exit(error.exit_code)
         except Exception as e:
