@@ -171,7 +171,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show full traceback
 
 
 def _register() -> None:
-    from bertctl.commands import eval_glue, finetune, predict, pretrain, probe, prompt, push, recipes, runs
+    from bertctl.commands import eval_glue, finetune, predict, pretrain, probe, prompt, push, recipes, reproduce, runs
 
     app.command("pretrain", no_args_is_help=False)(pretrain.pretrain)
     app.command("finetune")(finetune.finetune)
@@ -182,6 +182,7 @@ def _register() -> None:
     app.command("prompt")(prompt.prompt)
     app.add_typer(recipes.app, name="recipes")
     app.add_typer(runs.app, name="runs")
+    app.command("reproduce")(reproduce.reproduce)
 
 
 _register()

@@ -415,6 +415,7 @@ def schema_for(command: str) -> type[BaseModel]:
         "eval-glue": "bertctl.glue:GlueRecipe",
         "probe": "bertctl.probe.config:ProbeRecipe",
         "prompt": "bertctl.prompting.config:PromptRecipe",
+        "reproduce": "bertctl.reproduce.config:ReproduceRecipe",
     }
     if command not in table:
         raise BertctlError(f"unknown command '{command}' in recipe", fix=f"use one of: {', '.join(table)}")

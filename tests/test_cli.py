@@ -19,7 +19,7 @@ def _imports_after(code: str) -> set[str]:
 def test_help_imports_no_heavy_library():
     for argv in (["--help"], ["pretrain", "--help"], ["finetune", "--help"], ["probe", "--help"],
                  ["prompt", "--help"], ["eval-glue", "--help"], ["recipes", "list"], ["predict", "--help"],
-                 ["push", "--help"], ["runs", "--help"], ["runs", "list", "--help"]):
+                 ["push", "--help"], ["runs", "--help"], ["runs", "list", "--help"], ["reproduce", "--help"]):
         mods = _imports_after(
             "import sys; from bertctl.cli import app\n"
             f"try:\n    app({argv!r})\nexcept SystemExit:\n    pass")

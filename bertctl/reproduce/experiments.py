@@ -1,0 +1,359 @@
+"""The lecture's experiments as a data table (cramming style): one `Experiment` row each.
+
+A row holds the lecture's claim in one sentence, the published reference where there is
+one, the rule of its verdict (thresholds come from the recipe's `criterion`), and
+`measure`: a function that reads the experiment's run folders (finished steps only) and
+returns its numbers, table, figures and verdict. The runs themselves are the other
+commands' (see recipes/reproduce.yaml): nothing here trains or probes anything."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from bertctl.errors import BertctlError
+from bertctl.runs import read_json, read_metrics
+
+REPRODUCED, PARTLY, NOT = "reproduced", "partly", "not reproduced"
+
+
+class MissingRun(Exception):
+    """A step the experiment cannot do without did not run (or did not finish)."""
+
+
+@dataclass
+class Outcome:
+    verdict: str
+    why: str  # the comparison the verdict came from, with its numbers
+    numbers: dict  # for results.json
+    rows: list[dict]  # the section's table
+    columns: list[str]
+    figures: list[tuple[str, Path]] = field(default_factory=list)  # (caption, PNG)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    number: int  # the issue's numbering of the lecture's experiments
+    title: str
+    claim: str
+    reference: str  # the published result and its citation ("" where there is no number to compare)
+    criterion: str  # the rule, with {threshold} names from the recipe's criterion
+    measure: Callable[[dict[str, Path], dict, Path], Outcome]
+
+
+def _need(runs: dict[str, Path], step: str) -> Path:
+    if step not in runs:
+        raise MissingRun(step)
+    return runs[step]
+
+
+def _metrics(path: Path) -> dict:
+    return read_metrics(path)
+
+
+def _grade(value: float, crit: dict, what: str) -> tuple[str, str]:
+    """reproduced when value >= crit['reproduced'], partly when value > crit['partly']."""
+    if value >= crit["reproduced"]:
+        return REPRODUCED, f"{what} = {value:.3f} >= {crit['reproduced']:g}"
+    if value > crit["partly"]:
+        return PARTLY, f"{what} = {value:.3f}: above {crit['partly']:g}, under {crit['reproduced']:g}"
+    return NOT, f"{what} = {value:.3f} <= {crit['partly']:g}"
+
+
+def _r(x, digits: int = 4):
+    return round(float(x), digits) if isinstance(x, (int, float)) else x
+
+
+# ----------------------------------------------------------------------------- 1. MLM
+
+
+def _mlm(runs: dict[str, Path], crit: dict, figs: Path) -> Outcome:
+    from bertctl.report import bar_chart
+
+    labels = {"world": "World, 80/10/10", "world_mask_only": "World, [MASK] only", "english": "real English, 80/10/10"}
+    _need(runs, "world")
+    rows = []
+    for step, label in labels.items():
+        if step not in runs:
+            continue
+        m = _metrics(runs[step])
+        acc, uni = m.get("mlm_accuracy"), m.get("unigram_accuracy")
+        if not isinstance(acc, (int, float)) or not uni:
+            raise BertctlError(f"{runs[step]}/metrics.json holds no mlm_accuracy and unigram_accuracy",
+                               fix="rerun that step (delete its folder)")
+        rows.append({"run": label, "step": step, "masked-token accuracy": _r(acc), "unigram baseline": _r(uni),
+                     "ratio": _r(acc / uni, 2), "steps": m.get("steps")})
+    worst = min(rows, key=lambda r: r["ratio"])
+    verdict, why = _grade(worst["ratio"], crit, f"lowest accuracy / unigram ratio ({worst['run']})")
+    fig = bar_chart(figs / "mlm.png", [r["run"] for r in rows],
+                    {"masked-token accuracy": [r["masked-token accuracy"] for r in rows],
+                     "unigram baseline": [r["unigram baseline"] for r in rows]},
+                    "held-out accuracy", "Masked-token accuracy vs the unigram baseline")
+    figures = [("held-out masked-token accuracy against the unigram baseline", fig)]
+    figures += [(f"training loss: {r['run']}", runs[r["step"]] / "loss.png") for r in rows
+                if (runs[r["step"]] / "loss.png").is_file()]
+    notes = ["Each run is evaluated with its own masking (the [MASK]-only run on [MASK]-only inputs), so the two "
+             "World accuracies answer 'does it learn', not 'which is better'; BERT's comparison is downstream."]
+    return Outcome(verdict, why, {r["step"]: {k: v for k, v in r.items() if k not in ("run", "step")} for r in rows},
+                   rows, ["run", "masked-token accuracy", "unigram baseline", "ratio", "steps"], figures, notes)
+
+
+# ----------------------------------------------------------------------- 2. NSP vs SOP
+
+
+def _nsp_sop(runs: dict[str, Path], crit: dict, figs: Path) -> Outcome:
+    from bertctl.report import bar_chart
+
+    nsp, sop = _metrics(_need(runs, "world")), _metrics(_need(runs, "world_sop"))
+    down_nsp = _metrics(_need(runs, "nli_nsp")).get("main_value")
+    down_sop = _metrics(_need(runs, "nli_sop")).get("main_value")
+    rows = [{"objective": "MLM + NSP", "pair task accuracy": _r(nsp.get("nsp_accuracy")),
+             "majority baseline": _r(nsp.get("nsp_majority_accuracy")), "masked-token accuracy": _r(nsp.get("mlm_accuracy")),
+             "NLI dev accuracy (fine-tuned)": _r(down_nsp)},
+            {"objective": "MLM + SOP", "pair task accuracy": _r(sop.get("sop_accuracy")),
+             "majority baseline": _r(sop.get("sop_majority_accuracy")), "masked-token accuracy": _r(sop.get("mlm_accuracy")),
+             "NLI dev accuracy (fine-tuned)": _r(down_sop)}]
+    harder = rows[1]["pair task accuracy"] < rows[0]["pair task accuracy"]
+    downstream = down_sop >= down_nsp - crit["tolerance"]
+    held = harder + downstream
+    verdict = REPRODUCED if held == 2 else PARTLY if held == 1 else NOT
+    why = (f"SOP accuracy {rows[1]['pair task accuracy']:.3f} {'<' if harder else '>='} NSP accuracy "
+           f"{rows[0]['pair task accuracy']:.3f} (SOP {'is' if harder else 'is not'} the harder task); NLI from SOP "
+           f"{down_sop:.3f} {'>=' if downstream else '<'} NLI from NSP {down_nsp:.3f} - {crit['tolerance']:g}")
+    fig = bar_chart(figs / "nsp_sop.png", [r["objective"] for r in rows],
+                    {"pair task (held-out)": [r["pair task accuracy"] for r in rows],
+                     "NLI after fine-tuning (dev)": [r["NLI dev accuracy (fine-tuned)"] for r in rows]},
+                    "accuracy", "NSP vs SOP: the pretraining task and what it gives downstream")
+    return Outcome(verdict, why, {"nsp": rows[0], "sop": rows[1]}, rows,
+                   list(rows[0]), [("pair-task accuracy and downstream NLI", fig)])
+
+
+# ---------------------------------------------------------- 3. pretraining helps (and 9. DNA)
+
+
+def _compare_init(runs: dict[str, Path], step: str, crit: dict, what: str) -> Outcome:
+    m = _metrics(_need(runs, step))
+    both = m.get("compare_init")
+    if not isinstance(both, dict) or "random" not in both:
+        raise BertctlError(f"{runs[step]}/metrics.json has no compare_init results",
+                           fix="run that step with compare_init=true")
+    main = m.get("main_metric") or "accuracy"
+    pre, rnd = both["pretrained"][main], both["random"][main]
+    rows = [{"init": "pretrained", main: _r(pre), "epochs": len(both.get("epochs", {}).get("pretrained", []))},
+            {"init": "random", main: _r(rnd), "epochs": len(both.get("epochs", {}).get("random", []))}]
+    # the learning curve, epoch by epoch
+    curve = {init: [_r(e.get(main)) for e in both.get("epochs", {}).get(init, [])] for init in ("pretrained", "random")}
+    for row in rows:
+        row[f"{main} by epoch"] = ", ".join(f"{v:.3f}" for v in curve[row["init"]] if v is not None)
+    verdict, why = _grade(pre - rnd, crit, f"{what} dev {main}, pretrained minus random init")
+    figures = [(f"{what}: pretrained vs random init, dev {main} and loss by epoch", runs[step] / "comparison.png")]
+    return Outcome(verdict, why, {"metric": main, "pretrained": pre, "random": rnd, "difference": _r(pre - rnd),
+                                  "curves": curve}, rows, list(rows[0]), figures)
+
+
+def _helps(runs: dict[str, Path], crit: dict, figs: Path) -> Outcome:
+    return _compare_init(runs, "nli_nsp", crit, "NLI")
+
+
+def _dna(runs: dict[str, Path], crit: dict, figs: Path) -> Outcome:
+    out = _compare_init(runs, "dna", crit, "DNA")
+    out.notes.append("The pretrained model saw only (World) English; each DNA base is spelled as a fixed word of "
+                     "its vocabulary (finetune_dna's dna.map_to_words).")
+    return out
+
+
+# -------------------------------------------------------------------- 6. probes over checkpoints
+
+
+def _half_way(steps: list, values: list) -> tuple[float, float, int | None]:
+    """Gain of the last value over the first, and the first step at which half of it was reached."""
+    gain = values[-1] - values[0]
+    half = next((s for s, v in zip(steps, values) if v >= values[0] + gain / 2), None) if gain > 0 else None
+    return gain, (half / steps[-1] if half is not None and steps[-1] else float("nan")), half
+
+
+def _pos_probe(runs: dict[str, Path], crit: dict, figs: Path) -> Outcome:
+    rows, figures, numbers = [], [], {}
+    for probe, pre, label in (("probe_world", "world", "World"), ("probe_english", "english", "real English (UD EWT)")):
+        if probe not in runs:
+            continue
+        data = read_json(runs[probe] / "checkpoints.json")
+        curve = data["curves"]["pos"]
+        steps, values = curve["steps"], curve["value"]
+        gain, frac, half = _half_way(steps, values)
+        mlm = [(r["step"], r["mlm_accuracy"]) for r in _evals(runs.get(pre))]
+        row = {"data": label, "checkpoints": len(steps), "POS at init": _r(values[0]), "POS final": _r(values[-1]),
+               "gain": _r(gain), "half the gain by step": half, "of training": _r(frac, 2),
+               "majority tag": _r(data.get("baselines", {}).get("pos"))}
+        if mlm:
+            row["MLM accuracy then"] = _r(min(mlm, key=lambda sm: abs(sm[0] - (half or 0)))[1]) if half else None
+            row["MLM accuracy final"] = _r(mlm[-1][1])
+        rows.append(row)
+        numbers[label] = {**row, "steps": steps, "pos": values}
+        figures.append((f"probes over the checkpoints ({label})", runs[probe] / "checkpoints.png"))
+    if not rows:
+        raise MissingRun("probe_world")
+    first = rows[0]
+    early = first["of training"] == first["of training"] and first["of training"] <= crit["half_by"]
+    if first["gain"] >= crit["min_gain"] and early:
+        verdict = REPRODUCED
+    elif first["gain"] > 0:
+        verdict = PARTLY
+    else:
+        verdict = NOT
+    why = (f"{first['data']}: the POS probe gained {first['gain']:.3f} over the random init (needs >= {crit['min_gain']:g}) "
+           f"and reached half of that at {first['of training']:.2f} of training (needs <= {crit['half_by']:g})")
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    return Outcome(verdict, why, numbers, rows, columns, figures)
+
+
+def _evals(run: Path | None) -> list[dict]:
+    """A pretrain run's held-out evaluations along training (metrics.jsonl rows with mlm_accuracy)."""
+    if run is None:
+        return []
+    from bertctl.jsonl import read_jsonl
+
+    return [r for r in read_jsonl(run / "metrics.jsonl") if isinstance(r.get("mlm_accuracy"), (int, float))]
+
+
+# ------------------------------------------------------------------------ 8. "apple"
+
+
+def _apple(runs: dict[str, Path], crit: dict, figs: Path) -> Outcome:
+    m = _metrics(_need(runs, "apple"))
+    gap, static, rnd = m["gap"], m.get("static_gap", 0.0), m.get("random_init_gap")
+    controls = {"static input embedding": static, **({"random init": rnd} if rnd is not None else {})}
+    best = max(controls.values())
+    rows = [{"vectors": "model (contextual, position-centred)", "within-sense": _r(m.get("within")),
+             "between-sense": _r(m.get("between")), "gap": _r(gap)}]
+    rows += [{"vectors": f"{k} (control)", "gap": _r(v)} for k, v in controls.items()]
+    verdict, why = _grade(gap - best, crit, "sense gap of the model minus the best control's")
+    record = read_record_model(runs["apple"])
+    return Outcome(verdict, why, {"gap": gap, "controls": controls, "model": record}, rows,
+                   ["vectors", "within-sense", "between-sense", "gap"],
+                   [(f"cosine similarity of 'apple' across 5 fruit and 5 company sentences ({record})",
+                     runs["apple"] / "similarity.png")])
+
+
+def read_record_model(path: Path) -> str:
+    from bertctl.runs import read_record
+
+    record = read_record(path)
+    return record.model if record else ""
+
+
+# ------------------------------------------------------------------------ 12. in-context learning
+
+
+def _in_context(runs: dict[str, Path], crit: dict, figs: Path) -> Outcome:
+    rows, figures, numbers = [], [], {}
+    for step in ("icl", "icl_sst2"):
+        if step not in runs:
+            continue
+        m = _metrics(runs[step])
+        label = f"{m.get('task', step)} ({'World' if step == 'icl' else 'real data'})"
+        by_model: dict[str, dict[int, float]] = {}
+        for r in m.get("rows", []):
+            by_model.setdefault(str(r["model"]), {})[int(r["shots"])] = r["accuracy"]
+        for model, acc in by_model.items():
+            rows.append({"task": label, "model": model,
+                         **{f"{k}-shot": _r(acc[k], 3) for k in sorted(acc)},
+                         "majority class": _r((m.get("majority") or {}).get("accuracy"), 3)})
+        numbers[label] = by_model
+        if (runs[step] / "accuracy_vs_shots.png").is_file():
+            figures.append((f"{label}: accuracy against the number of demonstrations", runs[step] / "accuracy_vs_shots.png"))
+    if "icl" not in runs:
+        raise MissingRun("icl")
+    world = next(iter(numbers))
+    models = list(numbers[world])
+    largest, acc = models[-1], numbers[world][models[-1]]
+    shots = sorted(acc)
+    verdict, why = _grade(acc[shots[-1]] - acc[shots[0]], crit,
+                          f"{largest} on {world}: accuracy at {shots[-1]} shots minus {shots[0]} shots")
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    notes = ["The models are listed smallest first; the verdict reads the last (largest) one."]
+    return Outcome(verdict, why, numbers, rows, columns, figures, notes)
+
+
+# ----------------------------------------------------------------------------- the table
+
+EXPERIMENTS: list[Experiment] = [
+    Experiment(
+        "mlm", 1, "Masked-token prediction learns from unlabelled text",
+        "A Transformer trained only to fill in masked words from unlabelled text learns to predict them far "
+        "better than any guess that ignores the context.",
+        "Devlin et al. 2019 (BERT), Table 8: 80/10/10 masking gives MNLI dev 84.2 and NER (fine-tuned) 95.4; "
+        "[MASK] only 84.3 and 94.9: the mix matters little for fine-tuning, more for feature-based use "
+        "(94.9 vs 94.0).",
+        "reproduced when every run's held-out masked-token accuracy is at least {reproduced}x the unigram "
+        "baseline (always the most frequent token), partly when every run is above {partly}x, else not reproduced",
+        _mlm),
+    Experiment(
+        "nsp_sop", 2, "NSP vs SOP",
+        "Next-sentence prediction can be solved from topic alone, so sentence-order prediction is the harder "
+        "task, and it serves sentence-pair fine-tuning at least as well.",
+        "Lan et al. 2020 (ALBERT), Table 5: trained with NSP, NSP 90.5 / SOP 52.0 accuracy; trained with SOP, "
+        "NSP 78.9 / SOP 86.5, and the better downstream average. RoBERTa (Liu et al. 2019) drops NSP altogether.",
+        "reproduced when SOP's held-out accuracy is below NSP's and NLI fine-tuned from the SOP model is within "
+        "{tolerance} of NLI from the NSP model (or better); partly when one of the two holds",
+        _nsp_sop),
+    Experiment(
+        "pretraining_helps", 3, "Pretraining helps fine-tuning",
+        "Fine-tuning from pretrained weights learns faster and ends better than the same network trained from "
+        "random initialisation.",
+        "Hao et al. 2019 (Visualizing and Understanding the Effectiveness of BERT, EMNLP): pretrained "
+        "fine-tuning reaches wider, flatter optima and converges faster than training from scratch (curves, no "
+        "single number).",
+        "reproduced when the pretrained model's dev accuracy is at least {reproduced} above the random init's, "
+        "partly when above by more than {partly}",
+        _helps),
+    Experiment(
+        "pos_probe", 6, "When does BERT know parts of speech",
+        "Parts of speech are learnt early in pretraining: a linear probe on the hidden states gets most of its "
+        "final accuracy long before training ends.",
+        "Chiang, Huang and Lee 2020 (Pretrained Language Model Embryology: The Birth of ALBERT, EMNLP): POS "
+        "probing accuracy rises fast in the first part of pretraining, function words before content words.",
+        "reproduced when the POS probe (tested on unseen words) gains at least {min_gain} over the random init "
+        "and reaches half of that gain within the first {half_by} of training; partly when it gains anything",
+        _pos_probe),
+    Experiment(
+        "apple", 8, "Contextual embeddings: the \"apple\" heatmap",
+        "The same word gets a different vector in each context, close within a sense (the fruit) and farther "
+        "across senses (the company), which a static embedding cannot do.",
+        "",
+        "reproduced when the within- minus between-sense cosine gap of the model exceeds the best control's "
+        "(static embedding, random init) by at least {reproduced}; partly when by more than {partly}",
+        _apple),
+    Experiment(
+        "dna", 9, "BERT beyond language: DNA",
+        "A model pretrained on English helps even on DNA classification, compared with the same model trained "
+        "from random weights.",
+        "Kao and Lee 2021 (Is BERT a Cross-Disciplinary Knowledge Learner? A Surprising Finding of Pre-trained "
+        "Models' Transferability, Findings of EMNLP): English-pretrained BERT beats random init on DNA and "
+        "protein classification.",
+        "reproduced when the pretrained model's dev accuracy is at least {reproduced} above the random init's, "
+        "partly when above by more than {partly}",
+        _dna),
+    Experiment(
+        "in_context", 12, "GPT in-context learning",
+        "A causal language model answers better when the prompt holds a few solved examples, and larger models "
+        "gain more from them.",
+        "Brown et al. 2020 (GPT-3), Figure 1.2: accuracy rises with the number of demonstrations, steeply for "
+        "175B and little for the smallest models.",
+        "reproduced when the largest model's accuracy with the most demonstrations is at least {reproduced} above "
+        "its zero-shot accuracy, partly when above by more than {partly}",
+        _in_context),
+]
+
+BY_NAME = {e.name: e for e in EXPERIMENTS}
+
+
+def criterion_text(experiment: Experiment, crit: dict) -> str:
+    try:
+        return experiment.criterion.format(**{k: f"{v:g}" for k, v in crit.items()})
+    except KeyError as e:
+        raise BertctlError(f"experiments.{experiment.name}.criterion has no {e.args[0]}",
+                           fix=f"give it {e.args[0]}: (see the shipped recipe reproduce)") from None
