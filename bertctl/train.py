@@ -89,9 +89,41 @@ class FitResult:
 # ------------------------------------------------------------------------- helpers
 
 
+class _Stderr:
+    """sys.stderr as it is when written to (a CliRunner swaps it per command)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def _deepspeed_logs_to_stderr() -> None:
+    """DeepSpeed (which accelerate imports when it is installed) logs to stdout, and on a
+    machine without a GPU warns there on every run: imported here with stdout pointing to
+    stderr, its logger then writing to stderr, with the progress (stdout holds results)."""
+    import importlib.util
+    import logging
+    from contextlib import redirect_stdout
+
+    if "deepspeed" in sys.modules or importlib.util.find_spec("deepspeed") is None:
+        return
+    try:
+        with redirect_stdout(sys.stderr):
+            import deepspeed  # noqa: F401
+    except Exception:  # noqa: BLE001 - a broken install: accelerate reports it when it needs DeepSpeed
+        return
+    for handler in logging.getLogger("DeepSpeed").handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(_Stderr())
+
+
 def make_accelerator(precision: str, **extra):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
+
+    _deepspeed_logs_to_stderr()
 
     # accelerate keeps one process-wide state and refuses a second Accelerator with another
     # precision; forget the previous one (the process group in PartialState is kept) so

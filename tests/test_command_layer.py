@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import (TINY_PRETRAIN, assert_unchanged, digest, make_glue, save_model, sentiment_rows, tiny_bpe_tokenizer,
+from .helpers import (ENV, TINY_PRETRAIN, assert_unchanged, digest, make_glue, save_model, sentiment_rows, tiny_bpe_tokenizer,
                       tiny_llama, tsv, write)
 
 TINY_FINETUNE = ["model.max_length=32", "train.epochs=1", "train.batch_size=8", "train.precision=fp32",
@@ -79,6 +79,23 @@ def test_finetune_results_on_stdout_progress_on_stderr_and_quiet_hides_it(tiny, 
     assert "accuracy" in quiet.stdout and "Wrote" in quiet.stdout
     # the run's log keeps what --quiet did not show
     assert "model: " in (tmp_path / "quiet" / "log.txt").read_text()
+
+
+def test_finetune_redirected_to_a_file_holds_results_only(tiny, data, tmp_path):
+    """`bertctl finetune ... > out.txt` in a real process: no progress, and no library's log
+    line either (DeepSpeed, imported by accelerate, logs to stdout by default)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, **ENV, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}  # this checkout's bertctl
+    done = subprocess.run([sys.executable, "-m", "bertctl", *_finetune_argv(tiny, data), "--out", tmp_path / "r"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    assert "accuracy" in done.stdout and lines[-1].startswith("Wrote"), done.stdout
+    assert not PROGRESS.search(done.stdout) and "WARNING" not in done.stdout, done.stdout
+    assert "model: " in done.stderr and "step 2/2" in done.stderr
 
 
 def test_eval_only_and_predict_progress_on_stderr(finetuned, tmp_path):
