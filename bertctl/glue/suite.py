@@ -232,7 +232,7 @@ def plan(recipe: GlueRecipe) -> Plan:
     return Plan(source, present, skipped)
 
 
-def run_suite(recipe: GlueRecipe, run: Run, resume: bool = False, say: Callable[[str], None] = print,
+def run_suite(recipe: GlueRecipe, run: Run, resume: bool = False, say: Callable[[str], None] = lambda m: None,
               finetune_fn: FinetuneFn = finetune_task, planned: Plan | None = None) -> SuiteResult:
     p = planned or plan(recipe)
     source, present, skipped = p.source, p.present, p.skipped
