@@ -185,10 +185,12 @@ def _captured(monkeypatch, module: str, name: str, *argv) -> object:
     (["probe", "similarity"], "bertctl.probe.similarity", "main", "--model", "model.name_or_path"),
     (["probe", "layers"], "bertctl.probe.layers", "main", "--model", "model.name_or_path"),
     (["probe", "align"], "bertctl.probe.align", "main", "--model", "model.name_or_path"),
+    (["probe", "checkpoints"], "bertctl.probe.learning_curves", "main", "--model", "model.name_or_path"),
     (["finetune", "--task", "nli"], "bertctl.finetune.config", "unused_settings", "--model", "model.name_or_path"),
     (["eval-glue"], "bertctl.glue.suite", "plan", "--model", "model.name_or_path"),
     (["eval-glue"], "bertctl.glue.suite", "plan", "--tasks", "tasks"),
     (["eval-glue"], "bertctl.glue.suite", "plan", "--seeds", "seeds"),
+    (["eval-glue"], "bertctl.glue.suite", "plan", "--glue-dir", "glue_dir"),
     (["prompt"], "bertctl.prompting.run", "run_prompt", "--model", "models"),
     (["prompt"], "bertctl.prompting.run", "run_prompt", "--task", "task"),
     (["prompt"], "bertctl.prompting.run", "run_prompt", "--shots", "shots"),
@@ -201,7 +203,7 @@ def test_an_option_is_the_same_as_its_override(command, module, name, option, ke
     (tmp_path / "minilm").mkdir()
     (tmp_path / "sub" / "m").mkdir(parents=True)
     values = {"--model": ["minilm", "sub/m", "./sub/m"], "--task": ["nli"], "--shots": ["0,2"],
-              "--tasks": ["RTE,SST-2"], "--seeds": ["2"]}[option]
+              "--tasks": ["RTE,SST-2"], "--seeds": ["2"], "--glue-dir": ["sub", "./sub/m"]}[option]
     for value in values:
         override = f"{key}=[{value}]" if key in ("models", "shots") else f"{key}={value}"
         by_option = _captured(monkeypatch, module, name, *command, option, value)
