@@ -296,7 +296,11 @@ def pretrain(recipe, run, resume: bool = False) -> dict:
                "tokens_per_s": round(result.tokens_per_s, 1), "train_seconds": round(result.seconds, 1),
                "parameters": n_params, "train_sequences": len(train), "heldout_sequences": evaluate.n,
                "vocab_size": len(tokenizer), "objective": _describe(obj), "precision": result.precision.record()}
-    _save_final(model, tokenizer, run, result.state_dict)
+    model_dir = _save_final(model, tokenizer, run, result.state_dict)
+    if obj.kind == "mlm" and recipe.eval.fill_mask and run.main:
+        from bertctl.pretraining.fill_mask import examples
+
+        metrics["fill_mask"] = examples(model_dir, heldout, recipe.eval.fill_mask, s.seed)
     write_metrics(run, metrics, scores={"heldout": final}, main_metric="mlm_accuracy" if obj.kind == "mlm" else "perplexity")
     from bertctl.modelcard import pretrain_card
 
