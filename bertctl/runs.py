@@ -72,6 +72,7 @@ class Run:
         self.fresh = False  # a new run (not --resume): its run.json is this process's to update
         self._lock_fd: int | None = None
         self._facts: dict = {}  # see note()
+        self._held: list[str] | None = None  # a resumed run's log lines until it got going (see resumed())
 
     # -------------------------------------------------------------------- creation
     @classmethod
@@ -84,6 +85,7 @@ class Run:
         path = Path(out)
         run = cls(path, command, main)
         if resume:
+            run._held = []  # log.txt is the run's own: nothing goes into it before the resume is known good
             if not path.is_dir():
                 raise BertctlError(f"cannot resume: {path} " + ("is a file" if path.exists() else "does not exist"),
                                    fix="pass the --out folder of an earlier run")
@@ -172,21 +174,34 @@ class Run:
             if changed:
                 raise BertctlError(f"cannot resume {self.path}: input {'; '.join(changed)} changed since the run "
                                    "started", fix="restore the original file(s), or start a new run with another --out")
-            # run.json is left as it is until the run finishes: a resume refused later
-            # (a damaged checkpoint) must not have changed any file but log.txt
+            # run.json is left as it is until the run finishes, and log.txt until the
+            # checkpoint has loaded (resumed): a resume refused later changes no file
         else:
             self._update_record(inputs={name: fingerprint(p) for name, p in inputs.items()})
         self.started = True
 
     def note(self, **facts) -> None:
         """Facts learnt while running (e.g. the resolved precision) for run.json: written at
-        once on a new run; on --resume at the end, as a refused resume changes only log.txt."""
+        once on a new run; on --resume at the end, as a refused resume changes no file."""
         self._facts.update(facts)
         if self.fresh:
             self._update_record(**facts)
 
+    def resumed(self) -> None:
+        """A resumed run got going: its checkpoint loaded and was checked (train.fit), or
+        there was nothing to load (the command says so). The log lines held since the
+        command started go into log.txt now, in order, with the times they were said; from
+        here on lines are written as they come. Until then a refused --resume (a damaged or
+        mismatched checkpoint) leaves log.txt as it was: `close` drops the held lines, which
+        were shown on the terminal already."""
+        held, self._held = self._held, None
+        if held and self.main:
+            with open(self.path / "log.txt", "a", encoding="utf-8") as f:
+                f.writelines(held)
+
     def finish(self) -> None:
         """The run completed: say so in run.json and give the folder back."""
+        self.resumed()
         self._update_record(**self._facts, status="finished", finished=_now())
         self._release()
         if self in _ACTIVE:
@@ -195,13 +210,18 @@ class Run:
     def close(self, error: BaseException | None) -> None:
         """End of the command (cli.Group.invoke). A run that failed at start, in a folder
         this process made, leaves no half-made folder behind; a run that failed later is
-        marked failed, with the error line in log.txt. A refused --resume writes nothing."""
+        marked failed, with the error line in log.txt. A refused --resume (one that failed
+        before `resumed`) writes nothing: not even log.txt."""
         try:
             if not self.main:
                 return
             if error is None:
+                self.resumed()  # a resume that needed nothing loaded and finished (e.g. --resume --merge)
                 if self.record().get("status") == "running":
                     self._update_record(**self._facts, status="finished", finished=_now())
+                return
+            if self._held is not None:  # a --resume refused before it got going: no file changes
+                self._held = None
                 return
             line = error.line() if isinstance(error, BertctlError) else f"{type(error).__name__}: {error}"
             stopped = isinstance(error, KeyboardInterrupt) or getattr(error, "exit_code", 2) == 130
@@ -236,10 +256,15 @@ class Run:
         return self.path / name
 
     def log(self, message: str) -> None:
+        """A line in log.txt, timestamped; on --resume held until `resumed`."""
         if not self.main:
             return
+        line = f"{datetime.now().isoformat(timespec='seconds')} {message}\n"
+        if self._held is not None:
+            self._held.append(line)
+            return
         with open(self.path / "log.txt", "a", encoding="utf-8") as f:
-            f.write(f"{datetime.now().isoformat(timespec='seconds')} {message}\n")
+            f.write(line)
 
     def log_metrics(self, row: dict) -> None:
         if self.main:

@@ -311,13 +311,15 @@ def fit(model: torch.nn.Module, job: Job, s: TrainSettings, run: Run, resume: bo
     if resume:
         ckpt = run.latest_checkpoint()
         if ckpt is None:  # stopped before its first checkpoint: nothing is lost by starting over
+            run.resumed()
             run.truncate_metrics(0)
             run.log("no complete checkpoint yet: starting from step 0")
         else:
-            state = load_checkpoint(ckpt, held, optimizer, scheduler, kind, names)
+            state = load_checkpoint(ckpt, held, optimizer, scheduler, kind, names)  # checks it (damage, shape)
             step, start_epoch, skip_batches, evals = state["step"], state["epoch"], state["batch"], state.get("evals", [])
             if job.state is not None:
                 job.state.update(state.get("job_state", {}))
+            run.resumed()  # the lines held since the command started go into log.txt now
             run.truncate_metrics(step)
             run.log(f"resumed from {ckpt.name}")
 

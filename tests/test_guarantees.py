@@ -84,6 +84,51 @@ def test_a_stale_lock_is_taken_over_with_a_note(pretrained, tmp_path):
     assert not (run / ".bertctl.lock").exists()  # released at the end
 
 
+def test_a_resumed_run_logs_only_once_its_checkpoint_loaded_and_then_everything_in_order(pretrained, tmp_path):
+    """A killed run (stale lock, newest checkpoint step 2) resumed: log.txt keeps what it
+    held, then every line of the resumed command in the order said, those said before the
+    checkpoint loaded (the lock take-over, the precision) included. The same run with a
+    damaged checkpoint: refused with log.txt and run.json byte for byte as they were."""
+    import re
+    import shutil
+
+    from .helpers import assert_unchanged, digest
+
+    run = tmp_path / "run"
+    shutil.copytree(pretrained[0], run)
+    shutil.rmtree(run / "model")
+    shutil.rmtree(run / "checkpoints" / "step-0000004")
+    (run / "metrics.json").unlink()
+    record = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**record, "status": "running"}))
+    write(run / ".bertctl.lock", json.dumps({"pid": 999999, "host": "gone-host", "command": "pretrain", "since": "then"}))
+    argv = ["pretrain", *TINY_PRETRAIN, f"data.cache_dir={pretrained[1]}", "--out", run, "--resume"]
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(run, damaged)
+    (damaged / "checkpoints" / "step-0000002" / "state.json").write_text('{"step": 2, "epo')
+    before = digest(damaged)
+    result = _cli(*argv[:-3], "--out", damaged, "--resume")
+    assert result.exit_code == 2 and "is damaged" in result.stderr, result.output
+    assert "took over the lock" in result.stderr  # said on the terminal, not written
+    del before[".bertctl.lock"]  # the stale lock is taken over and released (removed)
+    assert_unchanged(damaged, before)
+
+    old = (run / "log.txt").read_text()
+    result = _cli(*argv)
+    assert result.exit_code == 0, result.output
+    log = (run / "log.txt").read_text()
+    assert log.startswith(old)
+    new = log[len(old):].splitlines()
+    order = ["took over the lock of `bertctl pretrain`, pid 999999", "precision:", "accelerate:",
+             "resumed from step-0000002", "finished:"]
+    at = [next((i for i, line in enumerate(new) if want in line), None) for want in order]
+    assert None not in at and at == sorted(at), (at, new)
+    stamps = [re.match(r"(\S+) ", line).group(1) for line in new]
+    assert stamps == sorted(stamps)  # written in the order said, with the times they were said
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
+
+
 def test_the_lock_is_exclusive_and_released(tmp_path):
     from bertctl.runs import Run, close_all
 

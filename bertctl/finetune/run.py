@@ -114,6 +114,7 @@ def _merge_finished(recipe: FinetuneRecipe, run: Run, say) -> None:
     from bertctl.finetune import methods
     from bertctl.finetune.finished import FinetuneRun
 
+    run.resumed()  # nothing to load: the merge is what this resume does
     finished = FinetuneRun.load(run.path, held=True)  # run.finished() said so; this command holds it
     tokenizer = finished.tokenizer()
     task = finished.task(tokenizer, recipe)

@@ -235,6 +235,7 @@ def plan(recipe: GlueRecipe) -> Plan:
 def run_suite(recipe: GlueRecipe, run: Run, resume: bool = False, say: Callable[[str], None] = lambda m: None,
               finetune_fn: FinetuneFn = finetune_task, planned: Plan | None = None) -> SuiteResult:
     p = planned or plan(recipe)
+    run.resumed()  # a suite loads no checkpoint of its own: each seed's run holds its log until its checkpoint loads
     source, present, skipped = p.source, p.present, p.skipped
     seeds = [recipe.train.seed + k for k in range(recipe.seeds)]
     say(f"GLUE data: {source.describe()}")
