@@ -1184,6 +1184,33 @@ def _(d, fx):
     return ["finetune", "--eval-only", str(_failed(d, fx))]
 
 
+def _eval_only_folder(d: Path, fx: dict) -> Path:
+    """What `finetune --eval-only RUN --out ev` leaves: recipe.yaml (command: finetune),
+    metrics.json, predictions, and a run.json saying finetune-eval; no model/."""
+    import shutil
+
+    run = _ft_copy(d, fx, finished=True)
+    ev = d / "ev"
+    shutil.copytree(run, ev)
+    shutil.rmtree(ev / "model")
+    record = json.loads((ev / "run.json").read_text())
+    (ev / "run.json").write_text(json.dumps({**record, "command": "finetune-eval"}))
+    metrics = json.loads((ev / "metrics.json").read_text())
+    (ev / "metrics.json").write_text(json.dumps({**metrics, "model": str(run)}))
+    return ev
+
+
+@row("predict: an --eval-only folder", r"ev is an --eval-only folder \(`bertctl finetune --eval-only`\), not a finetune "
+                                       r"run\. pass the run it evaluated \(.*ft-run\)")
+def _(d, fx):
+    return ["predict", str(_eval_only_folder(d, fx)), str(write(d / "in.txt", "a good film\n"))]
+
+
+@row("finetune --eval-only: an --eval-only folder", r"ev is an --eval-only folder .*\. pass the run it evaluated")
+def _(d, fx):
+    return ["finetune", "--eval-only", str(_eval_only_folder(d, fx)), f"data.dev={d / FT_DATA / 'dev.tsv'}"]
+
+
 @row("finetune: a test-file label that train never had", r"test\.tsv: label\(s\) 'neutral' do not occur in the training data")
 def _(d, fx):
     train = tsv(d / "train.tsv", ["sentence", "label"], sentiment_rows(8))

@@ -19,7 +19,7 @@ from pathlib import Path
 from bertctl.errors import BertctlError
 from bertctl.finetune.config import FinetuneRecipe
 from bertctl.finetune.kinds import get_task
-from bertctl.runs import Run, read_json, read_record
+from bertctl.runs import Run, read_json, read_metrics, read_record
 
 FINISHED_RUN = "pass the --out folder of a finished `bertctl finetune` run"
 
@@ -81,6 +81,13 @@ def find_run(path: Path) -> tuple[Path, Path]:
 def check_finished(run_dir: Path, model_dir: Path) -> dict:
     """run.json of a run whose model can be used; one line for one that cannot."""
     known = read_record(run_dir)  # the status it has now: "running" only while its lock is held
+    if known is not None and known.command == "finetune-eval":  # its recipe.yaml says finetune: the run's
+        try:
+            evaluated = read_metrics(run_dir).get("model")
+        except BertctlError:  # a torn metrics.json: the line says what the folder is all the same
+            evaluated = None
+        raise BertctlError(f"{run_dir} is an --eval-only folder (`bertctl finetune --eval-only`), not a finetune run",
+                           fix="pass the run it evaluated" + (f" ({evaluated})" if isinstance(evaluated, str) else ""))
     if known is not None and known.status != "finished":
         why = f": {known.error}" if known.error else ""
         raise BertctlError(f"{run_dir} did not finish (it is {known.status}{why})",
