@@ -86,6 +86,34 @@ def test_eval_only_on_a_file_with_an_unknown_label(cls_run, tmp_path):
     assert set(evaluate_run(path, [f"data.dev={good}"], out=tmp_path / "g", quiet=True)) == {"accuracy", "f1_binary", "mcc"}
 
 
+def test_eval_only_on_files_named_like_the_keys_of_its_metrics(cls_run, tmp_path, cli):
+    """Results are filed under the evaluated file's name: a file called data, model, split,
+    rows or test (beside a data.test) must not overwrite the summary's own keys (data.tsv
+    lost its scores and printed file names as metrics; model.tsv and split.tsv ended in a
+    traceback, rows.tsv read as a multi-file evaluation)."""
+    from bertctl.runs import read_metrics
+
+    path, _ = cls_run
+    rows = '{"text": "Ruth liked the lemon .", "label": "positive"}\n{"text": "the laptop was noisy .", "label": "negative"}\n'
+    (tmp_path / "other.jsonl").write_text(rows)
+    code, out, err = cli("finetune", "--eval-only", str(path), f"data.dev={tmp_path / 'other.jsonl'}", "--out", str(tmp_path / "ref"))
+    assert code == 0, err
+    want = read_metrics(tmp_path / "ref")
+    assert want["main_metric"] == "accuracy" and set(want["scores"]["other"]) == {"accuracy", "f1_binary", "mcc"}
+    for name in ("data", "model", "split", "rows", "test"):
+        (tmp_path / f"{name}.jsonl").write_text(rows)
+        extra = [f"data.test={tmp_path / 'other.jsonl'}"] if name == "test" else []
+        code, out, err = cli("finetune", "--eval-only", str(path), f"data.dev={tmp_path / f'{name}.jsonl'}", *extra,
+                             "--out", str(tmp_path / f"e-{name}"))
+        assert code == 0 and "Traceback" not in err, (name, err[-2000:])
+        got = read_metrics(tmp_path / f"e-{name}")
+        assert list(got["scores"].values())[0] == want["scores"]["other"], (name, got["scores"])
+        assert got["main_value"] == want["main_value"], name
+        assert "accuracy" in out and str(path) in out  # the results table and the model line
+        summary = json.loads((tmp_path / f"e-{name}" / "metrics.json").read_text())
+        assert summary[summary["split"]] == want["scores"]["other"]  # old readers: metrics[split]
+
+
 def test_tagging_learns_and_loads_in_a_token_classification_pipeline(tmp_path, tiny):
     from transformers import pipeline
 

@@ -59,13 +59,23 @@ def eval_files(overrides: list[str]) -> tuple[list[Path] | None, list[str]]:
     return files, rest
 
 
+# metrics.json keys beside an evaluation's scores (its summary's, the outer layout's, a
+# multi-file evaluation's): a file named like one keeps its extension, or its scores would
+# overwrite that key (data.tsv's scores were lost, model.tsv's ended in a traceback)
+_TAKEN = frozenset({"task", "kind", "model", "main_metric", "split", "unk_rate", "data", "notes", "bad_rows",
+                    "precision", "test", "schema", "command", "main_value", "scores", "steps", "timings", "files",
+                    "results", "rows"})
+
+
 def eval_name(path) -> str:
     """What an evaluation file's results are called: its name without the extension
-    (xquad.zh.json -> xquad.zh)."""
-    name = Path(str(path)).name
-    for ext in (".jsonl", ".json", ".tsv", ".csv", ".conllu", ".conll", ".txt"):
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
+    (xquad.zh.json -> xquad.zh), or with it when that would be a key of metrics.json
+    (data.tsv -> data.tsv)."""
+    full = Path(str(path)).name
+    name = next((full[: -len(ext)] for ext in (".jsonl", ".json", ".tsv", ".csv", ".conllu", ".conll", ".txt")
+                 if full.lower().endswith(ext)), full)
+    if name in _TAKEN:
+        return full if full != name else f"{name}-file"
     return name
 
 
