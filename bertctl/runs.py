@@ -397,8 +397,8 @@ def read_record(path: Path) -> RunRecord | None:
 
 def _status_now(path: Path, recorded: str, notes: list[str]) -> str:
     """Live while the lock is held; a record left "running" (or "finished" without its
-    metrics.json) by a process that is gone: interrupted when a checkpoint remains
-    (`--resume` continues it), else failed."""
+    metrics.json) by a process that is gone: interrupted when a checkpoint remains, in it
+    or in a run inside it (`--resume` continues it), else failed."""
     if is_live(path):
         return "running"
     if recorded == "finished" and not (path / METRICS).exists():
@@ -407,7 +407,19 @@ def _status_now(path: Path, recorded: str, notes: list[str]) -> str:
         return recorded
     elif recorded != "running":
         notes.append(f"run.json holds an unknown status {recorded!r}")
-    return "interrupted" if Run(path, "?").latest_checkpoint() else "failed"
+    return "interrupted" if _progress_kept(path) else "failed"
+
+
+def _progress_kept(path: Path) -> bool:
+    """A checkpoint in the folder, or a run inside it (eval-glue's TASK/seedN, compare-init's
+    random-init/) that finished or holds one: what `--resume` continues from."""
+    if Run(path, "?").latest_checkpoint():
+        return True
+    for sub in (*path.glob("*/" + RECORD), *path.glob("*/*/" + RECORD)):
+        record = _json_object(sub) or {}
+        if record.get("status") == "finished" or Run(sub.parent, "?").latest_checkpoint():
+            return True
+    return False
 
 
 def is_live(path: Path) -> bool:

@@ -105,6 +105,22 @@ def test_status_comes_from_run_json_and_the_lock_not_from_clocks(tmp_path):
     assert not Run(failed, "finetune").finished()
 
 
+def test_a_killed_suite_whose_seed_runs_hold_progress_reads_interrupted(tmp_path):
+    """eval-glue keeps its checkpoints in its seed runs (TASK/seedN): killed (kill -9, the
+    OOM killer) after a seed finished or checkpointed, `--resume` continues it, so it is
+    interrupted, not failed (the parent folder itself never holds a checkpoint)."""
+    suite = {"schema": 1, "command": "eval-glue", "status": "running", "started": "2026-01-01T00:00:00"}
+    recipe = "command: eval-glue\n"
+    done = _folder(tmp_path / "done", suite, recipe=recipe)
+    _folder(done / "RTE" / "seed0", _record("finished"), metrics={"dev": {"accuracy": 0.6}}, model=True)
+    halfway = _folder(tmp_path / "halfway", suite, recipe=recipe)
+    _folder(halfway / "RTE" / "seed0", _record("running"), checkpoint=True)
+    nothing = _folder(tmp_path / "nothing", suite, recipe=recipe)
+    _folder(nothing / "RTE" / "seed0", _record("running"))
+    assert read_record(done).status == "interrupted" and read_record(halfway).status == "interrupted"
+    assert read_record(nothing).status == "failed"
+
+
 def test_a_live_run_is_one_whose_lock_is_held(tmp_path):
     """A finetune in its final evaluation writes nothing for minutes: old code called it
     failed (or interrupted) once its files were a minute old."""
