@@ -112,6 +112,9 @@ def test_eval_only_on_files_named_like_the_keys_of_its_metrics(cls_run, tmp_path
         assert "accuracy" in out and str(path) in out  # the results table and the model line
         summary = json.loads((tmp_path / f"e-{name}" / "metrics.json").read_text())
         assert summary[summary["split"]] == want["scores"]["other"]  # old readers: metrics[split]
+    assert "test.jsonl" in read_metrics(tmp_path / "e-test")["scores"]  # beside data.test's "test"
+    code, out, err = cli("finetune", "--eval-only", str(path), f"data.dev={tmp_path / 'test.jsonl'}", "--out", str(tmp_path / "t"))
+    assert code == 0 and list(read_metrics(tmp_path / "t")["scores"]) == ["test"], err  # alone: named as ever
 
 
 def test_tagging_learns_and_loads_in_a_token_classification_pipeline(tmp_path, tiny):

@@ -61,9 +61,10 @@ def eval_files(overrides: list[str]) -> tuple[list[Path] | None, list[str]]:
 
 # metrics.json keys beside an evaluation's scores (its summary's, the outer layout's, a
 # multi-file evaluation's): a file named like one keeps its extension, or its scores would
-# overwrite that key (data.tsv's scores were lost, model.tsv's ended in a traceback)
+# overwrite that key (data.tsv's scores were lost, model.tsv's ended in a traceback); "test"
+# only beside a data.test (see _read)
 _TAKEN = frozenset({"task", "kind", "model", "main_metric", "split", "unk_rate", "data", "notes", "bad_rows",
-                    "precision", "test", "schema", "command", "main_value", "scores", "steps", "timings", "files",
+                    "precision", "schema", "command", "main_value", "scores", "steps", "timings", "files",
                     "results", "rows"})
 
 
@@ -90,6 +91,9 @@ class _Input:
 
 def _read(finished: FinetuneRun, recipe: FinetuneRecipe, name: str) -> _Input:
     splits = data_mod.load_splits(recipe.data, recipe.kind, need_train=False, task=recipe.task)
+    if name == "test" and splits.test:  # test.tsv scored beside a data.test: both would be "test"
+        full = Path(str(splits.names["dev"])).name
+        name = full if full != name else f"{name}-file"
     data_mod.check_known_labels(recipe.kind, splits.dev, finished.labels, splits.names["dev"])
     if splits.test:
         data_mod.check_known_labels(recipe.kind, splits.test, finished.labels, splits.names["test"])
