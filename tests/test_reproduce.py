@@ -14,6 +14,8 @@ import pytest
 
 from bertctl.reproduce.experiments import EXPERIMENTS
 
+from .conftest import SHARED_DATA
+
 VERDICTS = {"reproduced", "partly", "not reproduced"}
 
 
@@ -38,6 +40,9 @@ def test_smoke_profile_end_to_end(smoke):
     results = _results(out)
     assert [e["name"] for e in results["experiments"]] == [e.name for e in EXPERIMENTS]
     for e in results["experiments"]:  # every experiment measured from real runs, graded by its criterion
+        if e["verdict"] == "not measured":  # only one that reads real data, on a machine without it
+            assert not SHARED_DATA.is_dir() and any("is absent" in c["skipped"] for c in e["commands"]), e
+            continue
         assert e["verdict"] in VERDICTS, (e["name"], e["verdict"], e["why"])
         assert e["rows"] and e["figures"] and e["commands"], e["name"]
         assert all(Path(f["path"]).is_file() for f in e["figures"]), e["name"]

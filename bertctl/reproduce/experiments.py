@@ -165,6 +165,30 @@ def _dna(runs: dict[str, Path], crit: dict, figs: Path) -> Outcome:
     return out
 
 
+# ----------------------------------------------------------------------------- 4. GLUE
+
+
+def _glue(runs: dict[str, Path], crit: dict, figs: Path) -> Outcome:
+    from bertctl.glue.score import glue_score, reference_scores
+    from bertctl.glue.tasks import REFERENCES
+
+    res = read_json(_need(runs, "glue") / "results.json")
+    names = [n for n in res.get("results", {})]
+    refs = {label: reference_scores(ref, names) for label, ref in REFERENCES.items()}
+    rows = [{"task": n, res.get("model") or "model": _r(res["results"][n]["score"], 1),
+             **{label: _r(refs[label].get(n), 1) for label in REFERENCES},
+             "train rows": res["results"][n].get("train_rows")} for n in names]
+    ours, bert = res["glue_score"], glue_score(refs["BERT-base dev"])
+    rows.append({"task": f"GLUE score ({len(names)} tasks)", res.get("model") or "model": _r(ours, 1),
+                 **{label: _r(glue_score(refs[label]), 1) for label in REFERENCES}})
+    verdict, why = _grade(ours / bert, crit, f"GLUE score over {', '.join(names)} as a share of BERT-base's")
+    notes = [f"skipped {n}: {w}" for n, w in (res.get("skipped") or {}).items()] + list(res.get("notes") or [])
+    return Outcome(verdict, why, {"glue_score": ours, "references": {k: glue_score(v) for k, v in refs.items()},
+                                  "tasks": {n: res["results"][n]["score"] for n in names}},
+                   rows, list(dict.fromkeys(k for r in rows for k in r)),
+                   [("GLUE dev scores with the human baseline and BERT-base", runs["glue"] / "glue.png")], notes)
+
+
 # -------------------------------------------------------------------- 6. probes over checkpoints
 
 
@@ -219,6 +243,34 @@ def _evals(run: Path | None) -> list[dict]:
     return [r for r in read_jsonl(run / "metrics.jsonl") if isinstance(r.get("mlm_accuracy"), (int, float))]
 
 
+# ------------------------------------------------------------------------ 7. masking methods
+
+
+def _masking(runs: dict[str, Path], crit: dict, figs: Path) -> Outcome:
+    from bertctl.report import bar_chart
+
+    rows = []
+    for pre, tuned, label in (("world", "nli_nsp", "token"), ("world_whole_word", "nli_whole_word", "whole word"),
+                              ("world_span", "nli_span", "span")):
+        m, down = _metrics(_need(runs, pre)), _metrics(_need(runs, tuned))
+        rows.append({"masking": label, "masked-token accuracy (own masking)": _r(m.get("mlm_accuracy")),
+                     "NLI dev accuracy (fine-tuned)": _r(down.get("main_value"))})
+    token = rows[0]["NLI dev accuracy (fine-tuned)"]
+    held = [r for r in rows[1:] if r["NLI dev accuracy (fine-tuned)"] >= token - crit["tolerance"]]
+    verdict = REPRODUCED if len(held) == 2 else PARTLY if held else NOT
+    why = "; ".join(f"NLI from {r['masking']} masking {r['NLI dev accuracy (fine-tuned)']:.3f} "
+                    f"{'>=' if r in held else '<'} token's {token:.3f} - {crit['tolerance']:g}" for r in rows[1:])
+    fig = bar_chart(figs / "masking.png", [r["masking"] for r in rows],
+                    {"NLI after fine-tuning (dev)": [r["NLI dev accuracy (fine-tuned)"] for r in rows],
+                     "masked accuracy (own masking)": [r["masked-token accuracy (own masking)"] for r in rows]},
+                    "accuracy", "Token, whole-word and span masking")
+    notes = ["Each pretraining run is the same recipe (MLM + NSP, same steps and data) but for objective.masking; "
+             "its held-out accuracy is measured under its own masking, a harder test for spans, so the comparison "
+             "is the fine-tuned one."]
+    return Outcome(verdict, why, {r["masking"]: r for r in rows}, rows, list(rows[0]),
+                   [("NLI accuracy after fine-tuning, by pretraining masking", fig)], notes)
+
+
 # ------------------------------------------------------------------------ 8. "apple"
 
 
@@ -243,6 +295,78 @@ def read_record_model(path: Path) -> str:
 
     record = read_record(path)
     return record.model if record else ""
+
+
+# ------------------------------------------------------------------------ 10. zero-shot transfer
+
+MBERT_NER = {"esp.testa": ("es", 74.96), "ned.testa": ("nl", 77.57)}  # Wu and Dredze 2019, Table 2
+
+
+def _zero_shot(runs: dict[str, Path], crit: dict, figs: Path) -> Outcome:
+    from bertctl.report import bar_chart
+
+    en, xx = _metrics(_need(runs, "xling_en")), _metrics(_need(runs, "xling_xx"))
+    main = en.get("main_metric") or "accuracy"
+    chance = 1 / max(1, len(en.get("labels") or [0, 1]))
+    acc_en, acc_xx = en["main_value"], xx["main_value"]
+    share = (acc_xx - chance) / (acc_en - chance) if acc_en > chance else 0.0
+    rows = [{"task": "World sentiment", "trained on": "en", "scored on": "en (in-language)", main: _r(acc_en),
+             "chance": _r(chance)},
+            {"task": "World sentiment", "trained on": "en", "scored on": "xx (zero-shot)", main: _r(acc_xx),
+             "chance": _r(chance), "[UNK] share": _r(xx.get("unk_rate"))}]
+    notes = ["The World model was pretrained on en and xx text together (no parallel text); xx has its own "
+             "lexicon and SOV word order."]
+    if "ner_zero" in runs:
+        ner, own = _metrics(runs["ner_zero"]), _metrics(_need(runs, "ner_en"))
+        key = "entity F1"  # seqeval's, as Wu and Dredze report it
+        dev = own["scores"].get("dev", {})
+        rows.append({"task": "NER (CoNLL)", "trained on": "en", "scored on": "en (eng.testa)",
+                     key: _r(100 * dev.get("f1", float("nan")), 2)})
+        for file, scores in (ner.get("scores") or {}).items():
+            lang, ref = next(((v for k, v in MBERT_NER.items() if k in file)), ("?", None))
+            rows.append({"task": "NER (CoNLL)", "trained on": "en", "scored on": f"{lang} ({file}, zero-shot)",
+                         key: _r(100 * scores.get("f1", float("nan")), 2), "mBERT (published)": ref})
+        notes.append(f"NER model: {read_record_model(runs['ner_en'])}. An English-only model is the lower bound "
+                     "of these rows; the gpu profile fine-tunes bert-base-multilingual-cased, the published row's model.")
+    verdict, why = _grade(share, crit, f"World xx {main} over chance as a share of en's ({acc_xx:.3f} vs {acc_en:.3f}, "
+                                       f"chance {chance:.2f})")
+    fig = bar_chart(figs / "zero_shot.png", ["en (in-language)", "xx (zero-shot)"],
+                    {main: [acc_en, acc_xx], "chance": [chance, chance]}, main,
+                    "Fine-tuned in en, scored in xx")
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    return Outcome(verdict, why, {"world": {"en": acc_en, "xx": acc_xx, "chance": chance, "share": share},
+                                  "rows": rows}, rows, columns, [("zero-shot transfer on the World", fig)], notes)
+
+
+# ------------------------------------------------------------------------ 11. alignment
+
+
+def _alignment(runs: dict[str, Path], crit: dict, figs: Path) -> Outcome:
+    from bertctl.report import bar_chart
+    from bertctl.runs import read_recipe
+
+    rows = []
+    for pre, probe, label in (("bilingual_small", "align_small", "less text"),
+                              ("bilingual_large", "align_large", "more text")):
+        m, a = _metrics(_need(runs, pre)), _metrics(_need(runs, probe))
+        world = (read_recipe(runs[pre])[1].get("data") or {}).get("world") or {}
+        rows.append({"pretraining": label, "documents (en + xx)": world.get("n_docs"),
+                     "masked-token accuracy": _r(m.get("mlm_accuracy")), "top-1": _r(a.get("top1")),
+                     "top-1, mean shift": _r(a.get("top1_shifted")), "top-5, mean shift": _r(a.get("top5_shifted")),
+                     "chance top-1": _r(a.get("chance_top1"))})
+    small, large = rows
+    verdict, why = _grade(large["top-1, mean shift"] - small["top-1, mean shift"], crit,
+                          "xx -> en top-1 translation with the mean shift, more text minus less")
+    fig = bar_chart(figs / "alignment.png", [f"{r['pretraining']} ({r['documents (en + xx)']} docs)" for r in rows],
+                    {"top-1": [r["top-1"] for r in rows], "top-1, mean shift": [r["top-1, mean shift"] for r in rows],
+                     "chance": [r["chance top-1"] for r in rows]},
+                    "word translation accuracy", "Cross-lingual alignment against bilingual text")
+    figures = [("xx -> en word translation by nearest contextual vector", fig)]
+    figures += [(f"alignment by layer ({r['pretraining']})", runs[p] / "align.png")
+                for r, p in zip(rows, ("align_small", "align_large")) if (runs[p] / "align.png").is_file()]
+    notes = ["xx is the World's invented second language (own lexicon, SOV order); a word is translated by the "
+             "nearest en vector after adding mean(en) - mean(xx), the lecture's mean-difference vector."]
+    return Outcome(verdict, why, {r["pretraining"]: r for r in rows}, rows, list(rows[0]), figures, notes)
 
 
 # ------------------------------------------------------------------------ 12. in-context learning
@@ -311,6 +435,15 @@ EXPERIMENTS: list[Experiment] = [
         "partly when above by more than {partly}",
         _helps),
     Experiment(
+        "glue", 4, "GLUE",
+        "A pretrained encoder fine-tuned on each task comes close to BERT-base on the GLUE benchmark, and BERT-base "
+        "itself to the human baseline.",
+        "Wang et al. 2019 (GLUE, ICLR) human baseline and Devlin et al. 2019 (BERT) BERT-base dev results, per "
+        "task in the table (bertctl/glue/tasks.py).",
+        "reproduced when the GLUE score over the tasks run is at least {reproduced} of BERT-base's over the same "
+        "tasks, partly when above {partly} of it",
+        _glue),
+    Experiment(
         "pos_probe", 6, "When does BERT know parts of speech",
         "Parts of speech are learnt early in pretraining: a linear probe on the hidden states gets most of its "
         "final accuracy long before training ends.",
@@ -319,6 +452,16 @@ EXPERIMENTS: list[Experiment] = [
         "reproduced when the POS probe (tested on unseen words) gains at least {min_gain} over the random init "
         "and reaches half of that gain within the first {half_by} of training; partly when it gains anything",
         _pos_probe),
+    Experiment(
+        "masking", 7, "Masking methods: token, whole word, span",
+        "Masking whole words or contiguous spans instead of single sub-word tokens makes pretraining at least as "
+        "useful for fine-tuning.",
+        "Joshi et al. 2020 (SpanBERT, TACL), Table 6: random geometric spans beat sub-word token and whole-word "
+        "masking in its ablation (SQuAD 2.0, NER, coreference); Raffel et al. 2020 (T5, JMLR), Section 3.3: "
+        "span corruption does about as well as i.i.d. token corruption and trains faster.",
+        "reproduced when NLI fine-tuned from the whole-word and from the span model are each within {tolerance} "
+        "of NLI from the token model (or better); partly when one of them is",
+        _masking),
     Experiment(
         "apple", 8, "Contextual embeddings: the \"apple\" heatmap",
         "The same word gets a different vector in each context, close within a sense (the fruit) and farther "
@@ -337,6 +480,27 @@ EXPERIMENTS: list[Experiment] = [
         "reproduced when the pretrained model's dev accuracy is at least {reproduced} above the random init's, "
         "partly when above by more than {partly}",
         _dna),
+    Experiment(
+        "zero_shot", 10, "Multi-BERT zero-shot transfer",
+        "A model pretrained on several languages and fine-tuned on a task in one of them does the task in the "
+        "others without a single labelled example there.",
+        "Wu and Dredze 2019 (Beto, Bentz, Becas: The Surprising Cross-Lingual Effectiveness of BERT): mBERT "
+        "fine-tuned on CoNLL-2003 English scores NER F1 74.96 on Spanish and 77.57 on Dutch (CoNLL-2002), "
+        "zero-shot; Artetxe et al. 2020 (XQuAD) for QA.",
+        "reproduced when the zero-shot accuracy in the other language is above chance by at least {reproduced} "
+        "of the in-language gain over chance, partly when by more than {partly} of it",
+        _zero_shot),
+    Experiment(
+        "alignment", 11, "Cross-lingual alignment needs enough bilingual text",
+        "A BERT pretrained on two languages without any parallel text aligns them (a word's vector plus the "
+        "mean-difference vector lands near its translation), and better with more text.",
+        "The lecture (multi-BERT): 200k sentences of pretraining text were not enough for the languages to align, "
+        "1,000k were. Method: Pires et al. 2019 (How multilingual is Multilingual BERT?); Libovicky et al. 2020 "
+        "(On the Language Neutrality of Pre-trained Multilingual Representations: subtracting each language's "
+        "mean vector).",
+        "reproduced when top-1 translation (with the mean shift) from the model pretrained on more text is at "
+        "least {reproduced} above the one from less text, partly when above by more than {partly}",
+        _alignment),
     Experiment(
         "in_context", 12, "GPT in-context learning",
         "A causal language model answers better when the prompt holds a few solved examples, and larger models "
