@@ -202,10 +202,15 @@ class Run:
     def finish(self) -> None:
         """The run completed: say so in run.json and give the folder back."""
         self.resumed()
-        self._update_record(**self._facts, status="finished", finished=_now())
+        self._mark_finished()
         self._release()
         if self in _ACTIVE:
             _ACTIVE.remove(self)
+
+    def _mark_finished(self) -> None:
+        """run.json: finished now, with the facts noted; an error line from an earlier stop goes."""
+        record = {k: v for k, v in self.record().items() if k != "error"}
+        self.write_record({**record, **self._facts, "status": "finished", "finished": _now()})
 
     def close(self, error: BaseException | None) -> None:
         """End of the command (cli.Group.invoke). A run that failed at start, in a folder
@@ -217,8 +222,10 @@ class Run:
                 return
             if error is None:
                 self.resumed()  # a resume that needed nothing loaded and finished (e.g. --resume --merge)
-                if self.record().get("status") == "running":
-                    self._update_record(**self._facts, status="finished", finished=_now())
+                # a command that calls no finish() (eval-glue): done; resumed, its record may say
+                # how it stopped before (interrupted, failed)
+                if self.record().get("status") in ("running", "interrupted", "failed"):
+                    self._mark_finished()
                 return
             if self._held is not None:  # a --resume refused before it got going: no file changes
                 self._held = None

@@ -121,6 +121,24 @@ def test_a_killed_suite_whose_seed_runs_hold_progress_reads_interrupted(tmp_path
     assert read_record(nothing).status == "failed"
 
 
+@pytest.mark.parametrize("before", ["interrupted", "failed", "running"])
+def test_a_resumed_run_that_completes_reads_finished(tmp_path, before):
+    """eval-glue calls no Run.finish: the command's end (close_all(None), as cli.py does)
+    marks it finished. A suite stopped by SIGTERM (recorded interrupted) or by a failed
+    seed, resumed to the end, stayed *interrupted*/*failed*, with the old error line."""
+    from bertctl.runs import close_all
+
+    error = {"error": "interrupted at step 3/9 (SIGTERM)"} if before != "running" else {}
+    suite = _folder(tmp_path / "suite", {"schema": 1, "command": "eval-glue", "status": before, **error},
+                    recipe="command: eval-glue\n", metrics={"glue_score": 80.0})  # the resumed suite's, at its end
+    run = Run.create(suite, "eval-glue", resume=True)
+    run.resumed()
+    close_all(None)
+    record = read_record(suite)
+    assert (record.status, record.recorded, record.error) == ("finished", "finished", "")
+    assert record.finished
+
+
 def test_a_live_run_is_one_whose_lock_is_held(tmp_path):
     """A finetune in its final evaluation writes nothing for minutes: old code called it
     failed (or interrupted) once its files were a minute old."""
