@@ -148,3 +148,23 @@ def test_bad_input_is_one_error_line(cli, tmp_path, monkeypatch, argv, message):
     assert "Traceback" not in out + err
 
 
+
+
+def test_a_step_still_running_elsewhere_is_left_alone(cli, tmp_path):
+    """A step folder another process holds (a reproduce killed while its steps ran on) is
+    neither reused nor moved aside: one error line."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "rep" / "runs" / "apple"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from bertctl.runs import Run; "
+                               f"Run.create({str(folder)!r}, 'probe-similarity'); print('held', flush=True); "
+                               "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code, _, err = cli("reproduce", "--profile", "smoke", "--only", "apple", "--out", tmp_path / "rep")
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert code == 2 and "step apple is still running in another process" in " ".join(err.split()), err
+    assert folder.is_dir() and not folder.with_name("apple.old-1").exists()

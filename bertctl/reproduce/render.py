@@ -21,7 +21,7 @@ table{border-collapse:collapse;margin:.8rem 0;font-size:.92rem} th,td{border:1px
 text-align:left} th{background:#f6f8fa} td.num{text-align:right;font-variant-numeric:tabular-nums}
 pre{background:#f6f8fa;padding:.7rem;overflow-x:auto;font-size:.85rem;white-space:pre-wrap;word-break:break-all}
 .badge{display:inline-block;color:#fff;border-radius:1rem;padding:.05rem .7rem;font-weight:600;font-size:.9rem}
-figure{margin:1rem 0} figure img{max-width:100%;border:1px solid #d0d7de} figcaption{font-size:.88rem;color:#57606a}
+figure{margin:1rem 0} figure img{max-width:min(100%,44rem);border:1px solid #d0d7de} figcaption{font-size:.88rem;color:#57606a}
 .claim{font-size:1.08rem;font-style:italic} .note{color:#57606a;font-size:.9rem} nav ol{columns:2}
 """
 

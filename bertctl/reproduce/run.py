@@ -114,6 +114,9 @@ def run_steps(the_plan: Plan, out: Path, jobs: int, say: Callable[[str], None]) 
         record = read_record(folder)
         if record is not None and record.status == "finished" and previous.get(step.name) == _portable(step.argv, out):
             step.status = "reused"
+        elif record is not None and record.status == "running":  # a live process holds it (an earlier reproduce's step)
+            raise BertctlError(f"step {step.name} is still running in another process ({folder})",
+                               fix="wait for it to end (or stop it), then rerun")
         elif folder.exists():
             _move_aside(folder, say)
     depth: dict[str, int] = {}
