@@ -168,3 +168,16 @@ def test_a_step_still_running_elsewhere_is_left_alone(cli, tmp_path):
         holder.wait(timeout=60)
     assert code == 2 and "step apple is still running in another process" in " ".join(err.split()), err
     assert folder.is_dir() and not folder.with_name("apple.old-1").exists()
+
+
+def test_a_failed_step_is_reported_and_the_page_still_rendered(cli, tmp_path):
+    out = tmp_path / "rep"
+    code, _, err = cli("reproduce", "reproduce", "--profile", "smoke", "--only", "apple", "--out", out,
+                       "steps.apple.smoke=similarity.layer=99")
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and "1 step(s) failed: apple" in lines[0], err
+    results = _results(out)
+    assert results["steps"]["apple"]["status"] == "failed" and results["steps"]["apple"]["error"]
+    assert results["experiments"][0]["verdict"] == "not measured"
+    assert "not measured" in (out / "report.html").read_text()
+    assert (out / "logs" / "apple.txt").is_file()

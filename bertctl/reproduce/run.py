@@ -174,7 +174,8 @@ def run_steps(the_plan: Plan, out: Path, jobs: int, say: Callable[[str], None]) 
 
 def _last_error(log: Path) -> str:
     lines = [line.strip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
-    return next((line for line in reversed(lines) if line.startswith("error:")), lines[-1][-300:] if lines else "")
+    error = next((line for line in reversed(lines) if line.startswith("error:")), None)
+    return error[len("error:"):].strip() if error else (lines[-1][-300:] if lines else "")
 
 
 def _read_steps(out: Path) -> dict:
