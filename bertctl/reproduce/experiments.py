@@ -189,6 +189,73 @@ def _glue(runs: dict[str, Path], crit: dict, figs: Path) -> Outcome:
                    [("GLUE dev scores with the human baseline and BERT-base", runs["glue"] / "glue.png")], notes)
 
 
+# ------------------------------------------------------------------------ 5. the four ways
+
+FOUR = [  # (way, task, steps: real data first, then the World's), published BERT-base where there is one
+    ("one sequence -> a class", "sentiment", ("four_sst2", "four_sentiment"),
+     "SST-2 dev accuracy 92.3 (BERT-base, transformers run_glue)"),
+    ("a label per word", "POS (UPOS)", ("four_ewt_pos", "four_pos"), ""),
+    ("a pair -> a class", "NLI", ("four_snli", "nli_nsp"), ""),
+    ("a span of the text", "extractive QA", ("four_squad", "four_qa"),
+     "SQuAD v1.1 dev F1 88.5, EM 80.8 (BERT-base, Devlin et al. 2019)"),
+]
+
+
+def _baseline(run: Path, metric: str) -> float:
+    """The trivial score of a run's dev set: the majority label (or tag) share; for QA, F1 of
+    always answering "no answer" (the share of unanswerable questions)."""
+    from collections import Counter
+
+    from bertctl.jsonl import read_jsonl
+
+    rows = read_jsonl(run / "predictions_dev.jsonl")
+    if metric in ("f1", "exact_match"):
+        return sum(1 for r in rows if not r.get("gold")) / max(1, len(rows))
+    gold = [g for r in rows for g in (r["gold"] if isinstance(r.get("gold"), list) else [r.get("gold")])]
+    return Counter(gold).most_common(1)[0][1] / max(1, len(gold)) if gold else 0.0
+
+
+def _examples(run: Path, n: int = 2) -> list[str]:
+    from bertctl.jsonl import read_jsonl
+
+    out = []
+    for r in read_jsonl(run / "predictions_dev.jsonl")[:n]:
+        if "tokens" in r:
+            shown = " ".join(f"{w}/{t}" for w, t in zip(r["tokens"], r["prediction"]))
+            gold = " ".join(r.get("gold") or [])
+        elif "question" in r:
+            shown, gold = f"{r['question']} -> \"{r['prediction']}\"", " | ".join(r.get("gold") or []) or "(no answer)"
+        else:
+            text = r.get("text", "") + (f" || {r['text_pair']}" if r.get("text_pair") else "")
+            shown, gold = f"{text[:160]} -> {r['prediction']}", r.get("gold")
+        out.append(f"{shown} (gold: {gold})")
+    return out
+
+
+def _four_ways(runs: dict[str, Path], crit: dict, figs: Path) -> Outcome:
+    rows, figures, notes = [], [], []
+    for way, task, steps, reference in FOUR:
+        step = next((s for s in steps if s in runs), None)
+        if step is None:
+            raise MissingRun(steps[-1])
+        m = _metrics(runs[step])
+        main = m.get("main_metric") or "accuracy"
+        value = m["main_value"] / (100 if main in ("f1", "exact_match") else 1)
+        base = _baseline(runs[step], main)
+        real = step == steps[0]
+        rows.append({"way": way, "task": task, "data": "real" if real else "World", "model": read_record_model(runs[step]),
+                     "metric": main, "dev": _r(value), "trivial baseline": _r(base), "gain": _r(value - base),
+                     "published": reference if real else ""})
+        if (runs[step] / "curve.png").is_file():
+            figures.append((f"{task}: training curve ({step})", runs[step] / "curve.png"))
+        notes += [f"{task}: {e}" for e in _examples(runs[step])]
+    held = [r for r in rows if r["gain"] >= crit["margin"]]
+    verdict = REPRODUCED if len(held) == len(rows) else PARTLY if held else NOT
+    why = (f"{len(held)} of {len(rows)} heads beat their trivial baseline by at least {crit['margin']:g} ("
+           + ", ".join(f"{r['task']} {r['gain']:+.3f}" for r in rows) + ")")
+    return Outcome(verdict, why, {r["task"]: r for r in rows}, rows, list(rows[0]), figures, notes)
+
+
 # -------------------------------------------------------------------- 6. probes over checkpoints
 
 
@@ -443,6 +510,15 @@ EXPERIMENTS: list[Experiment] = [
         "reproduced when the GLUE score over the tasks run is at least {reproduced} of BERT-base's over the same "
         "tasks, partly when above {partly} of it",
         _glue),
+    Experiment(
+        "four_ways", 5, "The four ways to use BERT",
+        "One pretrained encoder with a small head does all four shapes of task: a class for a sequence, a label "
+        "per word, a class for a pair, and a span of the text as the answer.",
+        "Devlin et al. 2019 (BERT), Figure 4 (the four fine-tuning set-ups): SST-2 dev accuracy 92.3 for "
+        "BERT-base (transformers run_glue), SQuAD v1.1 dev F1 88.5 / EM 80.8.",
+        "reproduced when every head beats its trivial baseline (majority label or tag; for QA always answering "
+        "'no answer') by at least {margin}, partly when some do",
+        _four_ways),
     Experiment(
         "pos_probe", 6, "When does BERT know parts of speech",
         "Parts of speech are learnt early in pretraining: a linear probe on the hidden states gets most of its "
