@@ -22,7 +22,8 @@ text-align:left} th{background:#f6f8fa} td.num{text-align:right;font-variant-num
 pre{background:#f6f8fa;padding:.7rem;overflow-x:auto;font-size:.85rem;white-space:pre-wrap;word-break:break-all}
 .badge{display:inline-block;color:#fff;border-radius:1rem;padding:.05rem .7rem;font-weight:600;font-size:.9rem}
 figure{margin:1rem 0} figure img{max-width:min(100%,44rem);border:1px solid #d0d7de} figcaption{font-size:.88rem;color:#57606a}
-.claim{font-size:1.08rem;font-style:italic} .note{color:#57606a;font-size:.9rem} nav ol{columns:2}
+.claim{font-size:1.08rem;font-style:italic} .note{color:#57606a;font-size:.9rem}
+nav ul{columns:2;list-style:none;padding-left:0} nav li{margin:.15rem 0}
 """
 
 
@@ -115,7 +116,7 @@ def page(results: dict) -> str:
     body = [f"<h1>The lecture, reproduced</h1><p class=\"note\">{esc(_steps_text(results))}. Every number below is "
             "read from the run folders beside this page; every verdict is computed from them by the criterion "
             "shown.</p>",
-            f"<nav><h2 id=\"contents\">Contents</h2><ol>{''.join(toc)}</ol></nav>",
+            f"<nav><h2 id=\"contents\">Contents</h2><ul>{''.join(toc)}</ul></nav>",
             f'<section id="verdicts"><h2>Verdicts</h2>{verdicts}</section>']
     for e in results["experiments"]:
         commands = "\n".join(("# skipped: " + c["skipped"] + "\n# " if c["skipped"] else "") + c["command"]
