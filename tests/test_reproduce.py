@@ -82,7 +82,7 @@ def test_rerun_reuses_finished_steps_and_renders_again(smoke, cli):
 def test_report_opens_in_a_real_browser(smoke):
     """Headless Chromium: no console errors, every image loaded, every table-of-contents
     link lands on its section; the screenshot is kept in the run folder."""
-    from bertctl.reproduce.browser import check, chromium
+    from .browser import check, chromium
 
     if chromium() is None:
         if os.environ.get("CI", "").lower() == "true":
