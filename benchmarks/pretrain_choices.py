@@ -7,7 +7,7 @@ budget (--steps, the same for all), then fine-tuned on SST-2 (2,000 rows) and UD
 with --seeds seeds (the rows of pretrain_helps.TASKS). Every command is printed before it
 runs; runs that finished are reused. Writes results.json and prints one table.
 
-    python benchmarks/pretrain_choices.py                      # 5 variants x 600 steps: ~70 min on 2 cores
+    python benchmarks/pretrain_choices.py                      # 5 variants x 1,000 steps: ~30 min on 2 cores
     python benchmarks/pretrain_choices.py --steps 200 --seeds 1 --variants token+nsp,token+sop
 
 Published points of comparison: T5 (Raffel et al. 2020) found corruption variants within
@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pretrain_helps import DATA, ROOT, TASKS, finetune, mean_std  # noqa: E402
+from pretrain_helps import TASKS, bertctl, finetune, mean_std, study_folder  # noqa: E402
 
 VARIANTS = {  # name: pretrain overrides
     "token+nsp": ["objective.masking=token", "objective.pairs=nsp"],
@@ -39,30 +38,20 @@ VARIANTS = {  # name: pretrain overrides
 
 
 def pretrain(overrides: list[str], out: Path) -> dict:
-    if not (out / "metrics.json").exists():
-        cmd = [sys.executable, "-m", "bertctl", "pretrain", "pretrain_english", *overrides, "--out", str(out)]
-        print("$ bertctl " + " ".join(cmd[3:]), file=sys.stderr, flush=True)
-        if out.exists():
-            import shutil
-
-            shutil.rmtree(out)
-        subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    return json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    return bertctl("pretrain", "pretrain_english", overrides, out)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--variants", default=",".join(VARIANTS))
-    p.add_argument("--steps", type=int, default=600, help="pretraining steps of 32 x 128 tokens, every variant")
+    p.add_argument("--steps", type=int, default=1000, help="pretraining steps (of the recipe's 64 x 64 tokens), every variant")
     p.add_argument("--tasks", default="sst2,ewt_pos")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--out", default="runs/pretrain-choices")
     args = p.parse_args(argv)
-    if not DATA.is_dir():
-        print(f"skipped: {DATA} is absent (the study needs real data)")
+    out = study_folder(args.out)
+    if out is None:
         return 0
-    out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     t0, results = time.time(), {"steps": args.steps, "variants": {}}
     for name in args.variants.split(","):
         run = out / f"pretrain-{name}"

@@ -44,10 +44,11 @@ TASKS = {
 }
 
 
-def finetune(recipe: str, overrides: list[str], out: Path) -> dict:
-    """One `bertctl finetune` run (reused when its metrics.json is there); its metrics.json."""
+def bertctl(command: str, recipe: str, overrides: list[str], out: Path) -> dict:
+    """One `bertctl COMMAND RECIPE overrides --out OUT` (reused when its metrics.json is
+    there); its metrics.json."""
     if not (out / "metrics.json").exists():
-        cmd = [sys.executable, "-m", "bertctl", "finetune", recipe, *overrides, "--out", str(out)]
+        cmd = [sys.executable, "-m", "bertctl", command, recipe, *overrides, "--out", str(out)]
         print("$ bertctl " + " ".join(cmd[3:]), file=sys.stderr, flush=True)
         if out.exists():  # an interrupted earlier attempt: start again
             import shutil
@@ -55,6 +56,20 @@ def finetune(recipe: str, overrides: list[str], out: Path) -> dict:
             shutil.rmtree(out)
         subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     return json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+
+
+def finetune(recipe: str, overrides: list[str], out: Path) -> dict:
+    return bertctl("finetune", recipe, overrides, out)
+
+
+def study_folder(path: str) -> Path | None:
+    """The study's output folder (made), or None when the real data is absent (said)."""
+    if not DATA.is_dir():
+        print(f"skipped: {DATA} is absent (the study needs real data)")
+        return None
+    out = Path(path).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -74,11 +89,9 @@ def main(argv=None) -> int:
     p.add_argument("--curve-seeds", type=int, default=3)
     p.add_argument("--out", default="runs/pretrain-helps")
     args = p.parse_args(argv)
-    if not DATA.is_dir():
-        print(f"skipped: {DATA} is absent (the study needs real data)")
+    out, model = study_folder(args.out), str(Path(args.model).resolve())
+    if out is None:
         return 0
-    out, model = Path(args.out).resolve(), str(Path(args.model).resolve())
-    out.mkdir(parents=True, exist_ok=True)
     os.chdir(ROOT)  # the shipped recipes read ../shared/data relative to the project root
     t0 = time.time()
     results: dict = {"model": model, "tasks": {}, "curve": {}}
