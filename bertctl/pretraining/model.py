@@ -237,7 +237,10 @@ class Pretrainer(nn.Module):
             logits = logits.float()
             out["mlm"] = F.cross_entropy(logits, targets, reduction="sum")
             if not self.training:  # accuracies only when evaluating: an argmax over [M, V] is not free
-                out["mlm_correct"] = (logits.argmax(-1) == targets).sum()
+                hit = logits.argmax(-1) == targets
+                out["mlm_correct"] = hit.sum()
+                if "mlm_shown_mask" in batch:
+                    out["mlm_shown_mask_correct"] = (hit & batch["mlm_shown_mask"]).sum()
         if self.pairs != "none":
             labels = batch["pair_labels"]  # [B]
             out[self.pairs] = F.cross_entropy(pair_logits.float(), labels, reduction="sum")

@@ -41,7 +41,7 @@ class Collator:
         input_ids = np.full((B, L), self.pad, dtype=np.int64)
         attention = np.zeros((B, L), dtype=np.int64)
         token_types = np.zeros((B, L), dtype=np.int64)
-        positions, targets = [], []
+        positions, targets, shown_mask = [], [], []
         for row, ex in enumerate(examples):
             rng = np.random.default_rng([self.seed, epoch, ex.idx])
             corrupted, picked = mask_sequence(ex.ids, self.spec, rng)
@@ -49,10 +49,14 @@ class Collator:
             input_ids[row, :n], attention[row, :n], token_types[row, ex.n_a:n] = corrupted, 1, 1
             positions.append(picked + row * L)  # flat index into [B * L]
             targets.append(ex.ids[picked])
+            shown_mask.append(corrupted[picked] == self.spec.mask_id)
         batch = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention),
                  "token_type_ids": torch.from_numpy(token_types),
                  "mlm_positions": torch.from_numpy(np.concatenate(positions)),
-                 "mlm_targets": torch.from_numpy(np.concatenate(targets))}
+                 "mlm_targets": torch.from_numpy(np.concatenate(targets)),
+                 # which targets the model sees as [MASK] (the rest: a random token, or the token itself,
+                 # which a model that only copies its input gets right: see HeldOut's mask_only_accuracy)
+                 "mlm_shown_mask": torch.from_numpy(np.concatenate(shown_mask))}
         if self.pairs != "none":
             batch["pair_labels"] = torch.tensor([ex.label for ex in examples], dtype=torch.long)
         batch["padded"] = bool(attention.size) and not attention.all()  # see Pretrainer: no mask, no sync
@@ -138,6 +142,8 @@ class HeldOut:
         for batch in self.batches():
             for name, count in units(batch).items():
                 counts[name] = counts.get(name, 0) + count
+            if "mlm_shown_mask" in batch:
+                counts["mlm_shown_mask"] = counts.get("mlm_shown_mask", 0) + int(batch["mlm_shown_mask"].sum())
             out = model({k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()})
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
@@ -146,6 +152,8 @@ class HeldOut:
             n = counts["pair" if name in ("nsp", "sop") else name]
             metrics[f"{name}_loss"] = sums[name] / n
             metrics[f"{name}_accuracy"] = sums[f"{name}_correct"] / n
+        if counts.get("mlm_shown_mask"):  # accuracy where the input said [MASK]: no copying the input
+            metrics["mask_only_accuracy"] = sums["mlm_shown_mask_correct"] / counts["mlm_shown_mask"]
         if "lm_loss" in metrics:
             metrics["perplexity"] = math.exp(min(metrics["lm_loss"], 50.0))
         return {k: round(v, 6) for k, v in metrics.items()}
@@ -331,9 +339,10 @@ def _plot_loss(run) -> None:
 
 def results_rows(metrics: dict) -> list[dict]:
     """The final table: held-out metrics first, then the run's facts."""
-    order = ["mlm_accuracy", "lm_accuracy", "unigram_accuracy", "mlm_loss", "lm_loss", "perplexity",
+    order = ["mlm_accuracy", "mask_only_accuracy", "lm_accuracy", "unigram_accuracy", "mlm_loss", "lm_loss", "perplexity",
              "nsp_accuracy", "nsp_majority_accuracy", "nsp_loss", "sop_accuracy", "sop_majority_accuracy", "sop_loss"]
-    names = {"unigram_accuracy": "baseline: most frequent token", "nsp_majority_accuracy": "baseline: majority NSP label",
+    names = {"unigram_accuracy": "baseline: most frequent token",
+             "mask_only_accuracy": "held-out accuracy where the input shows [MASK]", "nsp_majority_accuracy": "baseline: majority NSP label",
              "sop_majority_accuracy": "baseline: majority SOP label"}
     rows = [{"metric": names.get(k, f"held-out {k.replace('_', ' ')}"), "value": metrics[k]} for k in order if k in metrics]
     for k in ("objective", "step", "tokens_per_s", "train_seconds", "parameters", "vocab_size"):
