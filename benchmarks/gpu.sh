@@ -164,8 +164,11 @@ launched() {  # NAME CONFIG EXPECT PATH (accelerate's distributed type, checked 
     first=$(ls "$cut/checkpoints" | sort | head -n 1)
     for c in "$cut"/checkpoints/*; do [ "$(basename "$c")" = "$first" ] || rm -rf "$c"; done
     rm -rf "$cut/model" "$cut/metrics.json"
-    lim "${LAUNCH[@]}" --config_file "$config" -m bertctl finetune "${FTBASE[@]}" "${DIST[@]}" --out "$cut" --resume
+    # its stderr kept beside the folder: a refused --resume writes nothing into the run folder
+    lim "${LAUNCH[@]}" --config_file "$config" -m bertctl finetune "${FTBASE[@]}" "${DIST[@]}" --out "$cut" --resume \
+        2>"$cut.stderr"
     rc=$?
+    cat "$cut.stderr" >&2
     [ "$GPU" = 1 ] || want=""  # on a CPU accelerate runs these configs as plain one-process jobs
     "$PY" benchmarks/gpu_report.py resume "$name" "$full" "$cut" "$rc" "$expect" "$want"
 }

@@ -86,7 +86,8 @@ def finetune(name: str, run_dir: str) -> int:
 def resume(name: str, full_dir: str, resumed_dir: str, rc: str, expect: str, want_path: str = "") -> int:
     """EXPECT 'same': the resumed run must end with the uninterrupted run's dev metrics.
     EXPECT 'refused': --resume must stop with bertctl's one-line error (exit 2 from bertctl,
-    which `accelerate launch` reports as 1; the line is in the run's log.txt), as documented
+    which `accelerate launch` reports as 1; the line is in RESUMED_DIR.stderr: a refused
+    resume leaves the run folder as it was), as documented
     for DeepSpeed, whose optimizer state bertctl does not save. WANT_PATH (given on a GPU):
     accelerate's distributed type the run must have logged, e.g. FSDP; on a CPU accelerate
     runs the FSDP config as a plain single-process job."""
@@ -96,8 +97,8 @@ def resume(name: str, full_dir: str, resumed_dir: str, rc: str, expect: str, wan
         print(f"RESULT {name} status=failed path={path} wanted_path={want_path}")
         return 1
     if expect == "refused":
-        log = resumed / "log.txt"
-        said = log.is_file() and "cannot resume" in log.read_text(encoding="utf-8", errors="replace")
+        err = resumed.with_name(resumed.name + ".stderr")
+        said = err.is_file() and "cannot resume" in err.read_text(encoding="utf-8", errors="replace")
         ok = rc != "0" and said
         print(f"RESULT {name} status={'ok' if ok else 'failed'} checkpoint=yes resume=refused_as_documented "
               f"resume_rc={rc} path={path}")
