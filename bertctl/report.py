@@ -54,9 +54,10 @@ def _plt():
 
 
 def line_plot(path: Path, series: dict[str, tuple[Sequence, Sequence]], xlabel: str, ylabel: str, title: str,
-              hlines: dict[str, float] | None = None) -> Path:
+              hlines: dict[str, float] | None = None, legend_outside: bool = False) -> Path:
+    """One line per series; `legend_outside`: the legend to the right of the axes (many series)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(8.4 if legend_outside else 6.4, 4.2))
     for label, (xs, ys) in series.items():
         ax.plot(list(xs), list(ys), marker="o", label=label)
     for label, y in (hlines or {}).items():
@@ -67,7 +68,7 @@ def line_plot(path: Path, series: dict[str, tuple[Sequence, Sequence]], xlabel: 
     ax.set_title(title)
     ax.grid(alpha=0.3)
     if series:
-        ax.legend()
+        ax.legend(**({"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "fontsize": 8} if legend_outside else {}))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

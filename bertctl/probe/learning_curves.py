@@ -223,6 +223,8 @@ def checkpoints(run_dir: Path, block, recipe, precision="auto", log=lambda line:
             "data": {k: d.describe() for k, d in probes.data.items()}}
 
 
+# the classes drawn in masked_pos.png (ten lines, ten colours); every tag is in the JSON and the table
+PLOTTED_TAGS = ("ALL", "FUNCTION", "NOUN", "VERB", "ADJ", "ADV", "DET", "ADP", "PRON", "PUNCT")
 MIN_WORDS = 50  # a tag with fewer scored words is left out of the masked_pos curves (too noisy)
 
 
@@ -290,9 +292,9 @@ def main(recipe, out=None, say=lambda line: None) -> dict:
     if result["masked_pos"]:
         mp = result["masked_pos"]
         line_plot(run.file("masked_pos.png"), {f"{tag} ({c['words']} words)": (c["steps"], c["accuracy"])
-                                               for tag, c in mp.items()},
+                                               for tag, c in mp.items() if tag in PLOTTED_TAGS},
                   "training step (0 = random init)", "masked-word accuracy",
-                  f"Masked-word accuracy per part of speech, {run_dir.name}")
+                  f"Masked-word accuracy per part of speech, {run_dir.name}", legend_outside=True)
     rows = table_rows(result)
     write_metrics(run, rows[-1], scores={f"step {rows[-1]['step']}": rows[-1]})
     table = Table(f"Probes over the checkpoints of {run_dir}", rows,
