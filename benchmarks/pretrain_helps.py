@@ -10,7 +10,7 @@ Every run is a plain `bertctl finetune` command, printed before it runs; the stu
 one table (mean ± std per side, and whether the gap exceeds the seed spread), a plot of
 the training curves, a plot of the learning curve, and results.json, to --out.
 
-    python benchmarks/pretrain_helps.py --model runs/pretrain-english          # ~45 min on 2 cores
+    python benchmarks/pretrain_helps.py --model runs/pretrain-english          # ~13 min on 2 cores (2 x 128 model)
     python benchmarks/pretrain_helps.py --model runs/pretrain-english --tasks sst2 --seeds 1   # one task, one seed
     python benchmarks/pretrain_helps.py --model runs/pretrain-english --curve 250,1000,4000 --curve-seeds 3
 
@@ -109,6 +109,9 @@ def main(argv=None) -> int:
                                   "pretrained_mean": pm, "pretrained_std": ps, "random_mean": rm, "random_std": rs,
                                   "gap": pm - rm, "beyond_spread": pm - rm > ps + rs,
                                   "curves": [m["compare_init"]["epochs"] for m in runs]}
+    if "sst2" in results["tasks"]:  # the tasks' SST-2 rows are one more point of the learning curve
+        n = next(int(o.split("=")[1]) for o in TASKS["sst2"][1] if o.startswith("data.max_train_samples="))
+        results["curve"][n] = {k: results["tasks"]["sst2"][k] for k in ("pretrained", "random")}
     for n in [int(x) for x in args.curve.split(",") if x]:
         recipe, overrides = TASKS["sst2"]
         overrides = [o for o in overrides if not o.startswith("data.max_train_samples")]
@@ -124,7 +127,7 @@ def main(argv=None) -> int:
     for task, r in results["tasks"].items():
         print(f"{task:<14} {r['metric']:<10} {r['pretrained_mean']:>9.4f} ± {r['pretrained_std']:.4f} "
               f"{r['random_mean']:>9.4f} ± {r['random_std']:.4f} {r['gap']:>+7.4f}  {'yes' if r['beyond_spread'] else 'NO'}")
-    for n, r in results["curve"].items():
+    for n, r in sorted(results["curve"].items()):
         print(f"SST-2 {n:>6} rows: pretrained {statistics.fmean(r['pretrained']):.4f}, "
               f"random {statistics.fmean(r['random']):.4f}")
     wins = sum(r["beyond_spread"] for r in results["tasks"].values())
@@ -163,6 +166,8 @@ def plot(results: dict, out: Path) -> None:
                     label="pretrained" if name == "pretrained" else "random init")
         ax.set(xscale="log", xlabel="labelled SST-2 rows", ylabel="dev accuracy",
                title="SST-2: accuracy against labelled data")
+        ax.set_xticks([int(n) for n in sizes], [str(n) for n in sizes])
+        ax.minorticks_off()
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
