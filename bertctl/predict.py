@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bertctl.errors import BertctlError
+from bertctl.jsonl import dumps_line
 
 CHUNK = 4096  # rows in memory at once (with their features and outputs)
 FORMATS = ("auto", "tsv", "csv", "jsonl", "text")
@@ -246,7 +247,7 @@ def predict_stream(predictor: Predictor, rows: Iterable[dict], write: Callable[[
     n = 0
     for part in chunks(rows, chunk):
         records = predictor.predict(part, first_index=n)
-        write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        write("".join(map(dumps_line, records)))
         n += len(part)
         if advance:
             advance(len(part))

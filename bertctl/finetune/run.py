@@ -25,11 +25,11 @@ A finished run folder holds:
 
 from __future__ import annotations
 
-import json
 import time
 from contextlib import contextmanager
 from typing import Callable
 
+from bertctl.jsonl import dumps_line
 from bertctl.precision import ResolvedPrecision, report, resolve
 from bertctl.runs import Run, read_json, write_metrics
 from bertctl.finetune import data as data_mod
@@ -76,10 +76,6 @@ def inference(model, precision: ResolvedPrecision):
             yield
     finally:
         model.train(was_training)
-
-
-def _jsonl(rows: list[dict]) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows)
 
 
 # ---------------------------------------------------------------------------- finetune
@@ -246,7 +242,7 @@ def write_predictions(run: Run, task, split: str, rows: list[dict], predictions:
     plus the task's files in other tools' formats (QA: predictions.json / null_odds.json
     for the official SQuAD scripts, _<split> suffixed except for dev, the run's own
     evaluation)."""
-    run.write_text(f"predictions_{split}.jsonl", _jsonl(prediction_records(task, rows, predictions)))
+    run.write_text(f"predictions_{split}.jsonl", "".join(map(dumps_line, prediction_records(task, rows, predictions))))
     for name, content in task.official_files(rows, predictions).items():
         if split != "dev":
             stem, _, ext = name.rpartition(".")
