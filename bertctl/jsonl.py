@@ -23,6 +23,15 @@ from bertctl.atomic import atomic_write_text, disk_error
 from bertctl.errors import BertctlError
 
 
+class BadLine(BertctlError):
+    """A line that is not JSON, or not an object: `number` and `reason` ("not JSON (...)",
+    "a JSON list, not an object") for a reader that words its own input's errors."""
+
+    def __init__(self, message: str, fix: str, number: int, reason: str):
+        super().__init__(message, fix=fix)
+        self.number, self.reason = number, reason
+
+
 def dumps_line(row: Any) -> str:
     return json.dumps(row, ensure_ascii=False, default=jsonable) + "\n"
 
@@ -49,8 +58,9 @@ def parse(lines: Iterable[str], source: str | Path, *, torn_last_line: str = "sk
             pending = _not_json(source, number, e)
             continue
         if objects and not isinstance(value, dict):
-            raise BertctlError(f"{source}: line {number} is a JSON {_type(value)}, not an object",
-                               fix='write each line as an object, e.g. {"text": "...", "label": 1}')
+            raise BadLine(f"{source}: line {number} is a JSON {_type(value)}, not an object",
+                          'write each line as an object, e.g. {"text": "...", "label": 1}', number,
+                          f"a JSON {_type(value)}, not an object")
         yield number, value
     if pending:
         if torn_last_line != "skip":
@@ -59,10 +69,11 @@ def parse(lines: Iterable[str], source: str | Path, *, torn_last_line: str = "sk
             on_torn(f"{source}: skipped its last line, cut short (a process stopped while writing it)")
 
 
-def _not_json(source, number: int, e: ValueError) -> BertctlError:
+def _not_json(source, number: int, e: ValueError) -> BadLine:
     where = f" at column {e.colno}" if isinstance(e, json.JSONDecodeError) else ""
-    return BertctlError(f"{source}: line {number} is not valid JSON ({getattr(e, 'msg', e)}{where})",
-                        fix="fix that line; JSON lines files hold exactly one JSON object per line")
+    return BadLine(f"{source}: line {number} is not valid JSON ({getattr(e, 'msg', e)}{where})",
+                   "fix that line; JSON lines files hold exactly one JSON object per line", number,
+                   f"not JSON ({getattr(e, 'msg', e)})")
 
 
 def _type(value: Any) -> str:

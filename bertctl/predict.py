@@ -24,14 +24,14 @@ chunks and batches.
 from __future__ import annotations
 
 import csv
-import json
+import itertools
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from bertctl.errors import BertctlError
-from bertctl.jsonl import dumps_line
+from bertctl.jsonl import BadLine, dumps_line, parse
 
 CHUNK = 4096  # rows in memory at once (with their features and outputs)
 FORMATS = ("auto", "tsv", "csv", "jsonl", "text")
@@ -124,23 +124,19 @@ def _records(lines: Iterable[str], fmt: str, source: str) -> Iterator[tuple[int,
         except csv.Error as e:
             raise BertctlError(f"{source} line {reader.line_num}: {e}", fix="fix the quoting on that line") from None
         return
-    for n, line in enumerate(lines, 1):
-        if n == 1:
-            line = line.lstrip("\ufeff")
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            if n == 1 and line.lstrip().startswith(("{", "[")):  # one JSON document over many lines (SQuAD)
-                raise BertctlError(f"{source} is one JSON document (a SQuAD file?), not one JSON object per line",
-                                   fix='give one object per line, e.g. {"question": "...", "context": "..."}; '
-                                       "`bertctl finetune --eval-only RUN data.dev=FILE` scores a SQuAD file") from None
-            raise BertctlError(f"{source} line {n}: not JSON ({e.msg})", fix="give one JSON object per line") from None
-        if not isinstance(row, dict):
-            raise BertctlError(f"{source} line {n}: a JSON {type(row).__name__}, not an object",
-                               fix='give one object per line, e.g. {"text": "..."}')
-        yield n, row
+    lines = iter(lines)
+    first = next(lines, "").lstrip("\ufeff")
+    try:  # one rule for every JSON-lines file (jsonl.parse): a user's bad last line is an error, not a torn write
+        yield from parse(itertools.chain([first], lines), source, torn_last_line="error")
+    except BadLine as e:
+        if e.number == 1 and first.lstrip().startswith(("{", "[")) and e.reason.startswith("not JSON"):
+            # one JSON document over many lines (SQuAD)
+            raise BertctlError(f"{source} is one JSON document (a SQuAD file?), not one JSON object per line",
+                               fix='give one object per line, e.g. {"question": "...", "context": "..."}; '
+                                   "`bertctl finetune --eval-only RUN data.dev=FILE` scores a SQuAD file") from None
+        fix = ("give one JSON object per line" if e.reason.startswith("not JSON")
+               else 'give one object per line, e.g. {"text": "..."}')
+        raise BertctlError(f"{source} line {e.number}: {e.reason}", fix=fix) from None
 
 
 def input_roles() -> list[str]:
