@@ -34,10 +34,10 @@ def examples(model_dir: Path, heldout, n: int = 5, seed: int = 0, context: int =
     if tokenizer.mask_token is None or len(heldout) == 0:
         return []
     fill = pipeline("fill-mask", model=str(model_dir), tokenizer=tokenizer, top_k=3, device="cpu")
-    rng = random.Random(seed)
+    rng, special = random.Random(seed), set(tokenizer.all_special_ids)
     out = []
     for i in rng.sample(range(len(heldout)), min(len(heldout), 8 * n)):
-        ids = [int(t) for t in heldout[i].ids if t not in tokenizer.all_special_ids]
+        ids = [int(t) for t in heldout[i].ids if t not in special]
         spots = [p for p in candidates(ids, tokenizer) if context <= p < len(ids) - 4]
         if not spots:
             continue

@@ -49,14 +49,15 @@ class Collator:
             input_ids[row, :n], attention[row, :n], token_types[row, ex.n_a:n] = corrupted, 1, 1
             positions.append(picked + row * L)  # flat index into [B * L]
             targets.append(ex.ids[picked])
-            shown_mask.append(corrupted[picked] == self.spec.mask_id)
+            if epoch == EVAL_EPOCH:  # held-out only: training never reads it
+                shown_mask.append(corrupted[picked] == self.spec.mask_id)
         batch = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention),
                  "token_type_ids": torch.from_numpy(token_types),
                  "mlm_positions": torch.from_numpy(np.concatenate(positions)),
-                 "mlm_targets": torch.from_numpy(np.concatenate(targets)),
-                 # which targets the model sees as [MASK] (the rest: a random token, or the token itself,
-                 # which a model that only copies its input gets right: see HeldOut's mask_only_accuracy)
-                 "mlm_shown_mask": torch.from_numpy(np.concatenate(shown_mask))}
+                 "mlm_targets": torch.from_numpy(np.concatenate(targets))}
+        if shown_mask:  # which targets the model sees as [MASK] (the rest: a random token, or the token itself,
+            # which a model that only copies its input gets right: see HeldOut's mask_only_accuracy)
+            batch["mlm_shown_mask"] = torch.from_numpy(np.concatenate(shown_mask))
         if self.pairs != "none":
             batch["pair_labels"] = torch.tensor([ex.label for ex in examples], dtype=torch.long)
         batch["padded"] = bool(attention.size) and not attention.all()  # see Pretrainer: no mask, no sync
