@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from bertctl.errors import BertctlError
-from bertctl.probe.features import Encoder, cosine_matrix, random_like, resolve_layer, wrap
+from bertctl.probe.features import Encoder, cosine_matrix, resolve_layer, wrap
 
 PROPERTY_LABEL = {"pos": "POS probe (word, UPOS, unseen words)", "masked_pos": "masked-word accuracy per tag", "order": "sentence-order probe ([CLS] of pairs)",
                   "sense": "sense gap (cosine within - between)"}
@@ -121,7 +121,7 @@ class Probes:
         if "pos" in block.properties:
             self.data["pos"] = tagged_data(block)
         if "masked_pos" in block.properties:
-            self.tagged = masked_sentences(block)
+            self.tagged = masked_sentences(block, self.data.get("pos"))
         if "order" in block.properties:
             self.data["order"] = world_data("world-order", block.n_train, block.n_test, block.world_seed, block.language)
         if "sense" in block.properties:
@@ -173,7 +173,7 @@ def tagged_data(block):
     return file_data(block.data, block)
 
 
-def masked_sentences(block) -> list[tuple[list[str], list[str]]]:
+def masked_sentences(block, data=None) -> list[tuple[list[str], list[str]]]:
     """masked_pos: n_masked tagged sentences, seeded, from the same source as the POS probe."""
     import random
 
@@ -182,7 +182,7 @@ def masked_sentences(block) -> list[tuple[list[str], list[str]]]:
 
         sentences = World(seed=block.world_seed, language=block.language).tagged_sentences(block.n_masked)
         return [([w for w, _ in s], [t for _, t in s]) for s in sentences]
-    data = tagged_data(block)
+    data = data or tagged_data(block)  # the POS probe's, when it already read the file
     rows = data.train + data.test
     random.Random(block.world_seed).shuffle(rows)
     return rows[:block.n_masked]
