@@ -181,3 +181,28 @@ def test_a_failed_step_is_reported_and_the_page_still_rendered(cli, tmp_path):
     assert results["experiments"][0]["verdict"] == "not measured"
     assert "not measured" in (out / "report.html").read_text()
     assert (out / "logs" / "apple.txt").is_file()
+
+
+def test_zero_shot_section_scores_qa_on_xquad_and_drcd(smoke, cli, shared_data, tmp_path):
+    """Experiment 10's QA rows, read the way the cpu profile makes them: a QA run (here the
+    smoke's tiny World one) scored with --eval-only on XQuAD and DRCD files in one call."""
+    from bertctl.reproduce.experiments import BY_NAME
+
+    runs = smoke["out"] / "runs"
+    files = [shared_data / "xquad" / "xquad.en.json", shared_data / "xquad" / "xquad.zh.json",
+             shared_data / "drcd" / "DRCD_dev.json"]
+    qa_zero = tmp_path / "qa_zero"
+    code, _, err = cli("finetune", "--eval-only", runs / "four_qa", f"data.dev=[{','.join(map(str, files))}]",
+                       "data.max_eval_samples=4", "qa.doc_stride=8", "--out", qa_zero, "--quiet")
+    assert code == 0, err[-2000:]
+    outcome = BY_NAME["zero_shot"].measure(
+        {"xling_en": runs / "xling_en", "xling_xx": runs / "xling_xx", "four_squad": runs / "four_qa",
+         "qa_zero": qa_zero}, {"reproduced": 0.5, "partly": 0.0}, tmp_path)
+    qa = {r["scored on"]: r for r in outcome.rows if r["task"].startswith("QA")}
+    assert list(qa) == ["SQuAD held-out articles (in-language)", "en (xquad.en)", "zh (xquad.zh, zero-shot)",
+                        "zh-Hant (DRCD_dev, zero-shot)"]
+    assert qa["en (xquad.en)"]["mBERT (published)"] == 85.0 and qa["zh (xquad.zh, zero-shot)"]["mBERT (published)"] == 58.9
+    assert all(0 <= r["F1"] <= 100 for r in qa.values())
+    assert qa["zh-Hant (DRCD_dev, zero-shot)"]["[UNK] share"] > qa["en (xquad.en)"]["[UNK] share"]
+    assert [c for c, _ in outcome.figures][-1].startswith("QA fine-tuned on English SQuAD")
+    assert (tmp_path / "zero_shot_qa.png").is_file()
