@@ -120,6 +120,20 @@ def test_a_changed_step_runs_again(smoke, cli, tmp_path):
     assert (out / "runs" / "apple.old-1").is_dir()
 
 
+def test_a_step_reading_a_changed_step_runs_again(smoke, cli):
+    """xling_xx scores xling_en's model: when xling_en runs again (its line changed), the
+    reused xling_xx would describe the old model, so it runs again too; the rest is reused."""
+    out = smoke["out"]
+    code, _, err = cli("reproduce", "reproduce", "--profile", "smoke", "--only", "zero_shot", "--out", out,
+                       "steps.xling_en.smoke=data.world.train=240 data.world.dev=120 model.max_length=64 "
+                       "train.epochs=1 train.batch_size=16 train.lr=0.0005 train.precision=fp32")
+    assert code == 0, err[-2000:]
+    steps = _results(out)["steps"]
+    assert steps["xling_en"]["status"] == steps["xling_xx"]["status"] == "finished"
+    assert steps["bilingual_large"]["status"] == "reused"
+    assert (out / "runs" / "xling_xx.old-1").is_dir()
+
+
 def test_list_names_every_experiment(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, out, err = cli("reproduce", "--list", "--profile", "smoke")

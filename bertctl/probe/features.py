@@ -114,17 +114,23 @@ def check_fast(tokenizer, label: str) -> None:
                            fix="save the model with a tokenizer.json (any `tokenizers`-backed tokenizer)")
 
 
+def seeded_init(config, seed: int = 0, auto_cls=None):
+    """A fresh model of `config`'s architecture (`auto_cls`, AutoModel by default),
+    initialised under a fixed seed: every random-init control is this one."""
+    import torch
+    from transformers import AutoModel
+
+    torch.manual_seed(seed)
+    return (auto_cls or AutoModel).from_config(config)
+
+
 def random_like(enc: Encoder, seed: int = 0) -> Encoder:
     """The control: the same architecture and config, freshly initialised with a fixed seed.
 
     A linear probe can learn a lot from random features (token identity survives random
     layers), so accuracy only means something next to this baseline.
     """
-    import torch
-    from transformers import AutoModel
-
-    torch.manual_seed(seed)
-    model = AutoModel.from_config(enc.model.config)
+    model = seeded_init(enc.model.config, seed)
     return wrap(model, enc.tokenizer, f"random init ({enc.model.config.model_type}, seed {seed})", enc.device,
                 enc.precision)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from bertctl.errors import BertctlError
-from bertctl.probe.features import Encoder, cosine_matrix, resolve_layer, wrap
+from bertctl.probe.features import Encoder, cosine_matrix, resolve_layer, seeded_init, wrap
 
 PROPERTY_LABEL = {"pos": "POS probe (word, UPOS, unseen words)", "masked_pos": "masked-word accuracy per tag", "order": "sentence-order probe ([CLS] of pairs)",
                   "sense": "sense gap (cosine within - between)"}
@@ -78,7 +78,6 @@ def load_step(run_dir: Path, checkpoint: Path | None, tokenizer, device: str, pr
               masked: bool = False, seed: int = 0) -> tuple[Encoder, object]:
     """One checkpoint as a bare encoder, and with `masked` its masked-LM (encoder + MLM head,
     for masked_pos) too. checkpoint=None: a seeded random init of the same shape (step 0)."""
-    import torch
     from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
     from transformers.utils import logging as hf_logging
 
@@ -87,8 +86,7 @@ def load_step(run_dir: Path, checkpoint: Path | None, tokenizer, device: str, pr
     hf_logging.set_verbosity_error()
     auto_cls = AutoModelForMaskedLM if masked else AutoModel
     if checkpoint is None:
-        torch.manual_seed(seed)
-        model = auto_cls.from_config(AutoConfig.from_pretrained(str(run_dir / "model_config")))
+        model = seeded_init(AutoConfig.from_pretrained(str(run_dir / "model_config")), seed, auto_cls)
         label = f"random init (seed {seed})"
     else:
         model = load_checkpoint_model(run_dir, checkpoint, auto_cls)

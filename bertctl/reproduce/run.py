@@ -4,7 +4,8 @@ Every step is one bertctl command line, run as `python -m bertctl ...` into
 `<out>/runs/<step>/` (its output in `<out>/logs/<step>.txt`): exactly the line the report
 quotes. A step whose run folder says finished (`read_record(p).status == "finished"`) with
 the same command line as before (`steps.json`) is reused, so a rerun into the same folder
-only renders again; one that failed or changed is moved aside and run again."""
+only renders again; one that failed or changed is moved aside and run again, and so is
+every step that reads it."""
 
 from __future__ import annotations
 
@@ -109,10 +110,12 @@ def run_steps(the_plan: Plan, out: Path, jobs: int, say: Callable[[str], None]) 
     steps it reads. A failed step fails the steps that read it; the others go on."""
     previous = _read_steps(out)
     todo = [s for s in the_plan.steps.values() if not s.skipped]
-    for step in todo:
+    for step in todo:  # in dependency order: a step's needs are decided before it
         folder = out / "runs" / step.name
         record = read_record(folder)
-        if record is not None and record.status == "finished" and previous.get(step.name) == _portable(step.argv, out):
+        rerun_needs = [n for n in step.needs if the_plan.steps[n].status == "pending"]
+        if (record is not None and record.status == "finished" and previous.get(step.name) == _portable(step.argv, out)
+                and not rerun_needs):  # a step that reads a step run again is run again (its input changed)
             step.status = "reused"
         elif record is not None and record.status == "running":  # a live process holds it (an earlier reproduce's step)
             raise BertctlError(f"step {step.name} is still running in another process ({folder})",
