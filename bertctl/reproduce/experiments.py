@@ -398,7 +398,8 @@ def _qa_rows(runs: dict[str, Path]) -> tuple[list[dict], list[str]]:
     notes = [f"QA model: {read_record_model(runs['four_squad'])}, fine-tuned on English SQuAD questions (four_squad); "
              f"scored on {len(n)} files as the step's command line says (data.max_eval_samples caps the questions per "
              "file on cpu; the published mBERT rows use all 1,013 XQuAD questions and the full SQuAD training set). "
-             "The [UNK] share is the offline English-only model's: most Chinese characters are not in its vocabulary."]
+             "An English-only model (the cpu profile's minilm: most Chinese characters are [UNK] to it) is the lower "
+             "bound of these rows; the gpu profile fine-tunes bert-base-multilingual-cased, the published rows' model."]
     return rows, notes
 
 
