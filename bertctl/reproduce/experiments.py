@@ -381,26 +381,34 @@ def _qa_language(file: str) -> str:
     return parts[1] if len(parts) > 1 and parts[0] == "xquad" else "?"
 
 
-def _qa_rows(runs: dict[str, Path]) -> tuple[list[dict], list[str]]:
-    """QA trained on English SQuAD and scored on each XQuAD / DRCD file, beside mBERT's row."""
+def _qa_rows(runs: dict[str, Path], figs: Path) -> tuple[list[dict], list[str], tuple[str, Path]]:
+    """QA trained on English SQuAD and scored on each XQuAD / DRCD file, beside mBERT's row,
+    and their figure. The multi-file evaluation's metrics.json holds a row per file (its F1
+    and [UNK] share): read once, not per sub-folder."""
+    from bertctl.report import bar_chart
+
     qa, own = _metrics(runs["qa_zero"]), _metrics(_need(runs, "four_squad"))
     rows = [{"task": "QA (SQuAD), F1", "trained on": "en", "scored on": "SQuAD held-out articles (in-language)",
              "F1": _r(own["main_value"], 1)}]
-    for file, scores in (qa.get("scores") or {}).items():
-        lang = _qa_language(file)
-        sub = runs["qa_zero"] / file
-        unk = _metrics(sub).get("unk_rate") if (sub / "metrics.json").is_file() else None
+    files = qa.get("rows") or []
+    for f in files:
+        lang = _qa_language(f["file"])
         rows.append({"task": "QA (SQuAD), F1", "trained on": "en",
-                     "scored on": f"{lang} ({file}{', zero-shot' if lang != 'en' else ''})",
-                     "F1": _r(scores.get("f1", float("nan")), 1), "[UNK] share": _r(unk),
+                     "scored on": f"{lang} ({f['file']}{', zero-shot' if lang != 'en' else ''})",
+                     "F1": _r(f.get("f1", float("nan")), 1), "[UNK] share": _r(f.get("unk_rate")),
                      "mBERT (published)": MBERT_XQUAD.get(lang)})
-    n = (qa.get("scores") or {})
     notes = [f"QA model: {read_record_model(runs['four_squad'])}, fine-tuned on English SQuAD questions (four_squad); "
-             f"scored on {len(n)} files as the step's command line says (data.max_eval_samples caps the questions per "
-             "file on cpu; the published mBERT rows use all 1,013 XQuAD questions and the full SQuAD training set). "
+             f"scored on {len(files)} files as the step's command line says (data.max_eval_samples caps the questions "
+             "per file on cpu; the published mBERT rows use all 1,013 XQuAD questions and the full SQuAD training set). "
              "An English-only model (the cpu profile's minilm: most Chinese characters are [UNK] to it) is the lower "
              "bound of these rows; the gpu profile fine-tunes bert-base-multilingual-cased, the published rows' model."]
-    return rows, notes
+    scored = rows[1:]
+    figure = ("QA fine-tuned on English SQuAD, F1 by evaluation file (mBERT: published)", bar_chart(
+        figs / "zero_shot_qa.png", [r["scored on"].split(" (")[0] for r in scored],
+        {"this model": [r["F1"] for r in scored],
+         "mBERT (published)": [r["mBERT (published)"] or float("nan") for r in scored]}, "F1",
+        "QA zero-shot transfer"))
+    return rows, notes, figure
 
 
 def _zero_shot(runs: dict[str, Path], crit: dict, figs: Path) -> Outcome:
@@ -429,23 +437,18 @@ def _zero_shot(runs: dict[str, Path], crit: dict, figs: Path) -> Outcome:
                          key: _r(100 * scores.get("f1", float("nan")), 2), "mBERT (published)": ref})
         notes.append(f"NER model: {read_record_model(runs['ner_en'])}. An English-only model is the lower bound "
                      "of these rows; the gpu profile fine-tunes bert-base-multilingual-cased, the published row's model.")
+    figures = []
     if "qa_zero" in runs:
-        qa_rows, qa_notes = _qa_rows(runs)
+        qa_rows, qa_notes, qa_figure = _qa_rows(runs, figs)
         rows += qa_rows
         notes += qa_notes
+        figures.append(qa_figure)
     verdict, why = _grade(share, crit, f"World xx {main} over chance as a share of en's ({acc_xx:.3f} vs {acc_en:.3f}, "
                                        f"chance {chance:.2f})")
     fig = bar_chart(figs / "zero_shot.png", ["en (in-language)", "xx (zero-shot)"],
                     {main: [acc_en, acc_xx], "chance": [chance, chance]}, main,
                     "Fine-tuned in en, scored in xx")
-    figures = [("zero-shot transfer on the World", fig)]
-    qa = [r for r in rows if r["task"].startswith("QA") and "mBERT (published)" in r]
-    if qa:
-        figures.append(("QA fine-tuned on English SQuAD, F1 by evaluation file (mBERT: published)", bar_chart(
-            figs / "zero_shot_qa.png", [r["scored on"].split(" (")[0] for r in qa],
-            {"this model": [r["F1"] for r in qa],
-             "mBERT (published)": [r["mBERT (published)"] or float("nan") for r in qa]}, "F1",
-            "QA zero-shot transfer")))
+    figures.insert(0, ("zero-shot transfer on the World", fig))
     columns = list(dict.fromkeys(k for r in rows for k in r))
     return Outcome(verdict, why, {"world": {"en": acc_en, "xx": acc_xx, "chance": chance, "share": share},
                                   "rows": rows}, rows, columns, figures, notes)
